@@ -1,6 +1,6 @@
-"""Masks as data. A padding mask is bool[B, T] with True at valid (unpadded) steps; sequences are right-padded.
-
-The attention issue extends this module (causal, cross, prefix-LM masks); everything uses the same representation.
+"""Masks as data. A padding mask is bool[B, T] with True at valid (unpadded) steps; sequences are
+right-padded. Attention masks (causal, padding, cross, prefix-LM) are bool, rank 4, broadcastable to
+[B, N, T, S], True = may attend; `combine_masks` ANDs them.
 """
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ def check_lengths(lengths, B: int, T: int, name: str = "lengths") -> None:
     """
     shape = tuple(np.shape(lengths))
     if shape != (B,):
-        raise ValueError(f"{name}: expected shape (B,) = ({B},) to match inputs [B, T] = [{B}, {T}], got {shape}")
+        raise ValueError(f"{name}: expected shape (B,) = ({B},) to match inputs [B, T] = [{B}, {T}], "
+                         f"got {shape}")
     if not jnp.issubdtype(jnp.asarray(lengths).dtype, jnp.integer):
         raise ValueError(f"{name}: expected an integer array, got dtype {jnp.asarray(lengths).dtype}")
     if not isinstance(lengths, jax.core.Tracer):
@@ -38,3 +39,100 @@ def check_mask(mask, B: int, T: int, name: str = "mask") -> None:
     shape = tuple(np.shape(mask))
     if shape != (B, T):
         raise ValueError(f"{name}: expected shape (B, T) = ({B}, {T}) to match the inputs, got {shape}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Attention masks. ONE representation: a bool array of rank 4 that broadcasts to [B, N, T, S] (batch, heads,
+# queries, keys), True = the query may attend to the key. Builders return the smallest broadcastable shape
+# ([B, 1, T, S], [1, 1, T, S], ...) and `combine_masks` ANDs them. `seqjax.attention` turns False into
+# the finite score jnp.finfo(dtype).min and zeroes the weights of masked keys, so a fully masked query
+# row outputs zeros.
+# ----------------------------------------------------------------------------------------------------------
+
+
+def causal_mask(T: int, S: int | None = None, offset: int | jax.Array = 0) -> jax.Array:
+    """bool[1, 1, T, S]: query t (at absolute position t + offset) may attend key s iff s <= t + offset.
+
+    offset=0, S=T is the usual square lower-triangular mask (top-left aligned, as
+    jax.nn.dot_product_attention's `is_causal`). With a KV cache, the T new queries sit at positions
+    offset..offset+T-1 of an S-long cache.
+    """
+    S = T if S is None else S
+    q_pos = jnp.arange(T)[:, None] + offset  # [T, 1]
+    allowed = jnp.arange(S)[None, :] <= q_pos  # [T, S]
+    return allowed[None, None, :, :]
+
+
+def padding_mask(kv_mask: jax.Array, q_mask: jax.Array | None = None) -> jax.Array:
+    """Self-attention padding mask from bool[B, S] key validity (and optionally bool[B, T] query validity).
+
+    Returns bool[B, 1, 1, S] (keys only) or bool[B, 1, T, S] when `q_mask` is given; padded query rows are
+    then fully masked and their attention output is zeros.
+    """
+    if kv_mask.ndim != 2:
+        raise ValueError(f"kv_mask: expected shape (B, S), got {tuple(kv_mask.shape)}")
+    kv = kv_mask.astype(bool)[:, None, None, :]  # [B, 1, 1, S]
+    if q_mask is None:
+        return kv
+    if q_mask.ndim != 2 or q_mask.shape[0] != kv_mask.shape[0]:
+        raise ValueError(f"q_mask: expected shape (B, T) with B = {kv_mask.shape[0]}, "
+                         f"got {tuple(q_mask.shape)}")
+    return q_mask.astype(bool)[:, None, :, None] & kv  # [B, 1, T, S]
+
+
+def lengths_to_attention_mask(lengths: jax.Array, T: int, *, mask_queries: bool = False) -> jax.Array:
+    """Self-attention padding mask from lengths int[B]: bool[B, 1, 1, T] ([B, 1, T, T] with mask_queries)."""
+    valid = lengths_to_mask(lengths, T)
+    return padding_mask(valid, valid if mask_queries else None)
+
+
+def cross_attention_mask(src_mask: jax.Array, q_mask: jax.Array | None = None) -> jax.Array:
+    """Decoder queries bool[B, T] (optional) vs encoder source validity bool[B, S] -> bool[B, 1, T|1, S]."""
+    if src_mask.ndim != 2:
+        raise ValueError(f"src_mask: expected shape (B, S), got {tuple(src_mask.shape)}")
+    return padding_mask(src_mask, q_mask)
+
+
+def prefix_lm_mask(prefix_lengths: jax.Array, T: int) -> jax.Array:
+    """bool[B, 1, T, T]: bidirectional over each sequence's prefix, causal after it (prefix-LM, T5/UniLM).
+
+    Query t may attend key s iff s < prefix_lengths[b] or s <= t.
+    """
+    if prefix_lengths.ndim != 1:
+        raise ValueError(f"prefix_lengths: expected shape (B,), got {tuple(prefix_lengths.shape)}")
+    s = jnp.arange(T)
+    in_prefix = s[None, None, :] < prefix_lengths[:, None, None]  # [B, 1, S]
+    causal = s[None, :] <= s[:, None]  # [T, S]
+    return (in_prefix | causal[None, :, :])[:, None, :, :]
+
+
+def combine_masks(*masks: jax.Array | None) -> jax.Array | None:
+    """Logical AND of attention masks (None entries are skipped); None when every entry is None.
+
+    Each mask must be rank 4 and the shapes must broadcast together; the result has the broadcast shape.
+    """
+    present = [m for m in masks if m is not None]
+    if not present:
+        return None
+    for i, m in enumerate(present):
+        if m.ndim != 4:
+            raise ValueError(f"combine_masks: mask {i} must have rank 4 (broadcastable to [B, N, T, S]), "
+                             f"got shape {tuple(m.shape)}")
+    shapes = [tuple(m.shape) for m in present]
+    try:
+        target = np.broadcast_shapes(*shapes)
+    except ValueError:
+        raise ValueError(f"combine_masks: mask shapes do not broadcast together: {shapes}") from None
+    out = jnp.broadcast_to(present[0].astype(bool), target)
+    for m in present[1:]:
+        out = out & jnp.broadcast_to(m.astype(bool), target)
+    return out
+
+
+def check_attention_mask(mask, B: int, N: int, T: int, S: int, name: str = "mask") -> None:
+    """Validate that `mask` is rank 4 and broadcasts to [B, N, T, S] (each dim equal or 1)."""
+    shape = tuple(np.shape(mask))
+    full = (B, N, T, S)
+    if len(shape) != 4 or any(d not in (1, f) for d, f in zip(shape, full, strict=True)):
+        raise ValueError(f"{name}: expected a rank-4 array broadcastable to [B, N, T, S] = {list(full)}, "
+                         f"got shape {shape}")

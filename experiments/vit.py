@@ -1,0 +1,59 @@
+"""Vision Transformer on Fashion-MNIST (MNIST digits when it is not installed), task image_classification.
+
+Patch size 4 on 28x28 images: P = 49 patches plus a class token.
+Smoke: `python launch.py --config=experiments/vit.py:smoke --workdir=/tmp/vit_smoke`
+Full:  `timeout 1200 python launch.py --config=experiments/vit.py --workdir=/tmp/vit`
+Attention rollout: `python -m seqjax.viz --workdir=/tmp/vit --index=0 --out=/tmp/vit/viz`
+
+Result AS MEASURED here (2-core CPU shared with other jobs): see RESULT below (filled in after the full run).
+"""
+from seqjax import configs
+
+RESULT = "not measured yet"
+
+
+def get_config(arg: str | None = None):
+    c = configs.base()
+    c.task = "image_classification"
+    c.data.n_val = 5000
+    c.data.max_train = 0
+    c.data.max_test = 0
+
+    m = c.model
+    m.patch_size = 4
+    m.num_layers = 4
+    m.num_heads = 4
+    m.d_model = 96
+    m.mlp_dim = 192
+    m.dropout = 0.0
+
+    c.optim.name = "adamw"
+    c.optim.lr = 1.5e-3
+    c.optim.weight_decay = 0.05
+    c.optim.warmup_steps = 200
+    c.optim.clip_norm = 1.0
+
+    c.train.steps = 4000
+    c.train.batch_size = 128
+    c.train.eval_every = 1000
+    c.train.eval_batches = 10
+    c.train.log_every = 100
+    c.train.checkpoint_every = 1000
+    c.train.parallel = "none"
+
+    if arg == "smoke":
+        c.data.n_val = 64
+        c.data.max_train = 256
+        c.data.max_test = 64
+        m.num_layers, m.num_heads, m.d_model, m.mlp_dim = 1, 2, 16, 32
+        c.optim.warmup_steps = 2
+        c.train.steps = 6
+        c.train.batch_size = 16
+        c.train.eval_every = 3
+        c.train.eval_batches = 2
+        c.train.log_every = 2
+        c.train.checkpoint_every = 3
+        c.train.plots = False
+    elif arg not in (None, "", "full"):
+        raise ValueError(f"vit: unknown variant {arg!r}; expected 'smoke' or nothing")
+    return c

@@ -1,0 +1,247 @@
+"""Run an experiment, list experiments, or run a sweep.
+
+    python launch.py --config=experiments/<name>.py[:variant] --workdir=DIR [--config.optim.lr=3e-4 ...]
+    python launch.py --list
+    python launch.py --config=... --workdir=DIR --sweep='optim.lr=1e-3,3e-3;model.hidden=8,16' [--sweep_launch]
+
+Multi-host: add --coordinator_address=HOST:PORT --num_processes=N --process_id=I on every process.
+Usage errors (unknown experiment, config key, wrong value type, missing workdir) print one line and exit 2.
+"""
+from __future__ import annotations
+
+import ast
+import csv
+import itertools
+import os
+import shlex
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+EXPERIMENTS = os.path.join(ROOT, "experiments")
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "experiments/<name>.py[:variant]", lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, plots and summary.json.")
+flags.DEFINE_bool("list", False, "List the experiments with their one-line descriptions and exit.")
+flags.DEFINE_string("sweep", "", "Grid 'a.b=v1,v2;c.d=w1,w2': each point runs in its own workdir under --workdir.")
+flags.DEFINE_bool("sweep_launch", False, "With --sweep: print one command per point instead of running them.")
+flags.DEFINE_string("coordinator_address", "", "host:port of process 0, for multi-process runs.")
+flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process runs).")
+flags.DEFINE_integer("process_id", None, "This process's index in [0, num_processes).")
+
+
+class UsageError(Exception):
+    pass
+
+
+def fail(message: str, status: int = 2):
+    print(f"launch.py: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(status)
+
+
+def experiment_name(config_arg: str) -> str:
+    return os.path.splitext(os.path.basename(config_arg.split(":", 1)[0]))[0]
+
+
+def list_experiments() -> list[tuple[str, str]]:
+    """(name, first docstring line) for every experiments/*.py, read without importing them."""
+    rows = []
+    for fname in sorted(os.listdir(EXPERIMENTS)):
+        if fname.endswith(".py") and not fname.startswith("_"):
+            with open(os.path.join(EXPERIMENTS, fname)) as f:
+                doc = ast.get_docstring(ast.parse(f.read())) or ""
+            rows.append((fname[:-3], doc.strip().splitlines()[0] if doc.strip() else "(no docstring)"))
+    return rows
+
+
+def _parse_value(key: str, text: str, current):
+    """`text` as the type of the config field it overrides."""
+    try:
+        if isinstance(current, bool):
+            if text.lower() in ("true", "1", "yes"):
+                return True
+            if text.lower() in ("false", "0", "no"):
+                return False
+            raise ValueError
+        if isinstance(current, int):
+            return int(text)
+        if isinstance(current, float):
+            return float(text)
+        if current is None or isinstance(current, str):
+            return text
+    except ValueError:
+        pass
+    raise UsageError(f"--sweep: value {text!r} for {key} is not of type {type(current).__name__}")
+
+
+def _get(config, key: str):
+    node = config
+    for part in key.split("."):
+        if not hasattr(node, "keys") or part not in node.keys():
+            raise UsageError(f"--sweep: unknown config key {key!r}")
+        node = node[part]
+    return node
+
+
+def parse_sweep(spec: str, config) -> list[dict]:
+    """'a.b=1,2;c=x,y' -> the grid as a list of {key: typed value}, first axis slowest."""
+    axes = []
+    for part in filter(None, (p.strip() for p in spec.split(";"))):
+        if "=" not in part:
+            raise UsageError(f"--sweep: expected 'key=v1,v2' in {part!r}")
+        key, values = (s.strip() for s in part.split("=", 1))
+        current = _get(config, key)
+        axes.append([(key, _parse_value(key, v.strip(), current), v.strip()) for v in values.split(",")])
+    if not axes:
+        raise UsageError(f"--sweep: no axes in {spec!r}")
+    return list(itertools.product(*axes))
+
+
+def point_name(point) -> str:
+    return "__".join(f"{key}={text}" for key, _, text in point).replace("/", "_")
+
+
+def write_results(directory: str, rows: list[dict]) -> tuple[str, str]:
+    columns = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    csv_path, md_path = os.path.join(directory, "results.csv"), os.path.join(directory, "results.md")
+    with open(csv_path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns)
+        w.writeheader()
+        w.writerows(rows)
+
+    def fmt(v):
+        return f"{v:.4g}" if isinstance(v, float) else str(v if v is not None else "")
+
+    with open(md_path, "w") as f:
+        f.write("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n")
+        for row in rows:
+            f.write("| " + " | ".join(fmt(row.get(c)) for c in columns) + " |\n")
+    return csv_path, md_path
+
+
+def _config_arg(argv) -> str | None:
+    for i, a in enumerate(argv):
+        if a.startswith("--config="):
+            return a.split("=", 1)[1]
+        if a == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def _first_unknown_key(config_arg: str, argv) -> str | None:
+    """The first --config.<key> override that names no field of the experiment's default config."""
+    import importlib.util
+
+    path, _, variant = config_arg.partition(":")
+    spec = importlib.util.spec_from_file_location("_launch_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(variant or None) if variant else module.get_config()
+    for a in argv:
+        if a.startswith("--config.") or a.startswith("--noconfig."):
+            key = a.split("=", 1)[0].split(".", 1)[1]
+            try:
+                _get(config, key)
+            except UsageError:
+                return key
+    return None
+
+
+def parse_flags(argv):
+    config_arg = _config_arg(argv)
+    if config_arg is not None:
+        path = config_arg.split(":", 1)[0]
+        if not os.path.isfile(path):
+            fail(f"unknown experiment {path!r}: no such file (see --list)")
+    try:
+        args = FLAGS(argv)
+        if config_arg is not None:
+            FLAGS.config.keys()  # config_flags defers load errors to first use
+        return args
+    except Exception as e:  # noqa: BLE001 - every parse failure becomes a one-line usage error
+        if config_arg is not None and isinstance(e, (AttributeError, KeyError)):
+            try:
+                key = _first_unknown_key(config_arg, argv)
+            except Exception:  # noqa: BLE001
+                key = None
+            if key:
+                fail(f"unknown config key {key!r} in {config_arg}")
+        lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+        fail(lines[-1] if lines else type(e).__name__)
+
+
+def main(argv):
+    logging.set_verbosity(logging.WARNING)  # keep orbax's per-save INFO lines off the console
+    if len(argv) > 1:
+        fail(f"unexpected arguments {argv[1:]}")
+    if FLAGS.list:
+        for name, doc in list_experiments():
+            print(f"{name:24s} {doc}")
+        return 0
+    if FLAGS.config is None:
+        fail("--config is required (e.g. --config=experiments/toy_smoke.py:smoke); see --list")
+    if not FLAGS.workdir:
+        fail("--workdir is required")
+    config = FLAGS.config
+    config_arg = config_flags.get_config_filename(FLAGS["config"])
+    name = experiment_name(config_arg)
+    if FLAGS.coordinator_address or FLAGS.num_processes:
+        with config.unlocked():
+            config.distributed.coordinator_address = FLAGS.coordinator_address
+            config.distributed.num_processes = FLAGS.num_processes or 1
+            config.distributed.process_id = FLAGS.process_id or 0
+    try:
+        grid = parse_sweep(FLAGS.sweep, config) if FLAGS.sweep else None
+    except UsageError as e:
+        fail(str(e))
+
+    if grid is not None and FLAGS.sweep_launch:
+        overrides = [a for a in sys.argv[1:] if a.startswith("--config.")]
+        for point in grid:
+            sets = [f"--config.{key}={text}" for key, _, text in point]
+            cmd = ["python", "launch.py", f"--config={FLAGS['config'].serialize().split('=', 1)[1]}",
+                   f"--workdir={os.path.join(FLAGS.workdir, point_name(point))}", *overrides, *sets]
+            print(" ".join(shlex.quote(c) for c in cmd))
+        return 0
+
+    # Multi-process setup must precede any other JAX use.
+    from seqjax import parallel
+    d = config.distributed
+    try:
+        parallel.initialize_distributed(d.coordinator_address, d.num_processes, d.process_id)
+    except ValueError as e:
+        fail(str(e))
+    from seqjax.train import NonFiniteLossError, train_and_evaluate
+
+    try:
+        if grid is None:
+            summary = train_and_evaluate(config, FLAGS.workdir, name)
+            return 0 if summary["status"] in ("completed", "interrupted") else 1
+        rows = []
+        for point in grid:
+            point_config = config.copy_and_resolve_references()
+            with point_config.unlocked():
+                for key, value, _ in point:
+                    parent, _, leaf = key.rpartition(".")
+                    (_get(point_config, parent) if parent else point_config)[leaf] = value
+            workdir = os.path.join(FLAGS.workdir, point_name(point))
+            print(f"== sweep point {point_name(point)} -> {workdir}", flush=True)
+            summary = train_and_evaluate(point_config, workdir, name)
+            rows.append({**{key: text for key, _, text in point}, "steps": summary["steps"],
+                         "status": summary["status"], **summary["final"]})
+        import jax
+        if jax.process_index() == 0:
+            paths = write_results(FLAGS.workdir, rows)
+            print(f"sweep results: {paths[0]}, {paths[1]}", flush=True)
+        return 0
+    except NonFiniteLossError as e:
+        fail(str(e), status=1)
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,202 @@
+"""Scaled dot-product attention and multi-head projections as pure functions.
+
+Masks follow seqjax.masks: bool, rank 4, broadcastable to [B, N, T, S], True = may attend. Scores of
+masked keys are set to the finite jnp.finfo(float32).min (no -inf, so no NaN), and the weights of masked keys
+are zeroed after the softmax, so a query whose keys are ALL masked outputs zeros (and gets all-zero weights).
+
+Grouped-query attention: k and v carry M heads, M dividing the N query heads; query head n uses K/V head
+n // (N // M), i.e. consecutive query heads share a K/V head (the layout of jax.nn.dot_product_attention).
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from seqjax import masks as masks_lib
+from seqjax.dropout import dropout as _dropout
+
+IMPLEMENTATIONS = (None, "xla", "blockwise", "jax")
+
+
+def _check_qkv(q, k, v):
+    if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
+        raise ValueError(f"q, k, v: expected rank-4 [B, T, N, K], [B, S, M, K], [B, S, M, K], got "
+                         f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    B, T, N, K = q.shape
+    if k.shape[0] != B or v.shape[0] != B:
+        raise ValueError(f"k, v: batch must match q's B = {B}, got k {tuple(k.shape)}, v {tuple(v.shape)}")
+    if k.shape[3] != K:
+        raise ValueError(f"k: head width must match q's K = {K}, got k {tuple(k.shape)}")
+    if k.shape[:3] != v.shape[:3]:
+        raise ValueError(f"v: expected [B, S, M, .] = {tuple(k.shape[:3])} like k, got {tuple(v.shape)}")
+    M = k.shape[2]
+    if N % M != 0:
+        raise ValueError(f"k: number of K/V heads M = {M} must divide the query heads N = {N}")
+    return B, T, N, K, k.shape[1], M
+
+
+def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None,
+                          bias: jax.Array | None = None, *, causal: bool = False, dropout_rate: float = 0.0,
+                          key: jax.Array | None = None, return_weights: bool = False,
+                          implementation: str | None = None):
+    """softmax(q k^T / sqrt(K) + bias, masked) v.
+
+    Args:
+      q: [B, T, N, K] queries. k: [B, S, M, K] keys. v: [B, S, M, Kv] values; M divides N (grouped-query).
+      mask: bool broadcastable to [B, N, T, S] (rank 4), True = may attend.
+      bias: float broadcastable to [B, N, T, S] (rank 4), added to the scaled scores.
+      causal: if True, query t may attend key s only when s <= t (top-left aligned, like jax.nn's is_causal);
+        equivalent to ANDing `masks.causal_mask(T, S)` into `mask`, and cheaper on the blockwise path.
+      dropout_rate, key: dropout on the attention weights, active iff `key` is given.
+      return_weights: also return the weights [B, N, T, S] (after masking, before dropout).
+      implementation: None/"xla" = einsum path (materialises only the [B, N, T, S] scores);
+        "blockwise" = seqjax.blockwise.blockwise_attention (memory-linear);
+        "jax" = jax.nn.dot_product_attention (no dropout, no weights).
+    Returns:
+      out [B, T, N, Kv] in q's dtype, or (out, weights) when return_weights.
+    """
+    B, T, N, K, S, M = _check_qkv(q, k, v)
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"implementation: expected one of {IMPLEMENTATIONS}, got {implementation!r}")
+    if mask is not None:
+        masks_lib.check_attention_mask(mask, B, N, T, S, "mask")
+    if bias is not None:
+        masks_lib.check_attention_mask(bias, B, N, T, S, "bias")
+    if not 0.0 <= dropout_rate < 1.0:
+        raise ValueError(f"dropout_rate: must be in [0, 1), got {dropout_rate}")
+
+    if implementation == "blockwise":
+        if return_weights:
+            raise ValueError("return_weights: not available with implementation='blockwise'")
+        from seqjax import blockwise  # lazy: optional memory-linear path, built separately
+        return blockwise.blockwise_attention(q, k, v, mask=mask, bias=bias, causal=causal,
+                                             dropout_rate=dropout_rate, key=key)
+    if implementation == "jax":
+        if return_weights or (key is not None and dropout_rate > 0.0):
+            raise ValueError("implementation='jax' supports neither return_weights nor dropout")
+        return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, is_causal=causal)
+
+    if causal:
+        mask = masks_lib.combine_masks(mask, masks_lib.causal_mask(T, S))
+    G = N // M
+    qg = q.reshape(B, T, M, G, K)  # [B, T, M, G, K]: query heads grouped by the K/V head they share
+    scores = jnp.einsum("btmgk,bsmk->bmgts", qg, k, preferred_element_type=jnp.float32)
+    scores = scores.reshape(B, N, T, S) * (1.0 / math.sqrt(K))  # [B, N, T, S]
+    if bias is not None:
+        scores = scores + bias.astype(jnp.float32)
+    if mask is not None:
+        scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+    weights = jax.nn.softmax(scores, axis=-1)
+    if mask is not None:
+        # A fully masked row would otherwise be uniform over the (masked) keys; zero it instead.
+        weights = jnp.where(mask, weights, 0.0)
+    probs = _dropout(weights, dropout_rate, key)
+    probs = probs.astype(v.dtype).reshape(B, M, G, T, S)  # [B, M, G, T, S]
+    out = jnp.einsum("bmgts,bsmk->btmgk", probs, v).reshape(B, T, N, v.shape[3])  # [B, T, N, Kv]
+    out = out.astype(q.dtype)
+    return (out, weights) if return_weights else out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Multi-head attention with projections, as pure functions over NamedTuple parameters.
+# ----------------------------------------------------------------------------------------------------------
+
+
+class MultiHeadParams(NamedTuple):
+    """Projections of multi-head attention; bias fields are None when use_bias=False.
+
+    wq [D, N, K], wk [Dc, M, K], wv [Dc, M, K], wo [N, K, D]; bq [N, K], bk [M, K], bv [M, K], bo [D].
+    """
+    wq: jax.Array
+    wk: jax.Array
+    wv: jax.Array
+    wo: jax.Array
+    bq: jax.Array | None = None
+    bk: jax.Array | None = None
+    bv: jax.Array | None = None
+    bo: jax.Array | None = None
+
+
+def head_dims(d_model: int, num_heads: int, num_kv_heads: int | None = None,
+              head_dim: int | None = None) -> tuple[int, int, int]:
+    """(N, M, K) after validation: N divides d_model unless head_dim is given; M divides N."""
+    if num_heads <= 0:
+        raise ValueError(f"num_heads: must be positive, got {num_heads}")
+    if head_dim is None:
+        if d_model % num_heads != 0:
+            raise ValueError(f"num_heads: N = {num_heads} must divide the width D = {d_model} "
+                             f"(or pass head_dim)")
+        head_dim = d_model // num_heads
+    M = num_heads if num_kv_heads is None else num_kv_heads
+    if M <= 0 or num_heads % M != 0:
+        raise ValueError(f"num_kv_heads: M = {M} must divide num_heads N = {num_heads}")
+    return num_heads, M, head_dim
+
+
+def init_multi_head(key: jax.Array, d_model: int, num_heads: int, *, num_kv_heads: int | None = None,
+                    head_dim: int | None = None, context_dim: int | None = None, use_bias: bool = True,
+                    dtype=jnp.float32) -> MultiHeadParams:
+    """Lecun-normal projections (fan-in D for q/k/v, N*K for the output), zero biases."""
+    N, M, K = head_dims(d_model, num_heads, num_kv_heads, head_dim)
+    Dc = d_model if context_dim is None else context_dim
+    kq, kk, kv, ko = jax.random.split(key, 4)
+
+    def normal(k, shape, fan_in):
+        return (jax.random.normal(k, shape, jnp.float32) / math.sqrt(fan_in)).astype(dtype)
+
+    zeros = (lambda *s: jnp.zeros(s, dtype)) if use_bias else (lambda *s: None)
+    return MultiHeadParams(
+        wq=normal(kq, (d_model, N, K), d_model), wk=normal(kk, (Dc, M, K), Dc), wv=normal(kv, (Dc, M, K), Dc),
+        wo=normal(ko, (N, K, d_model), N * K),
+        bq=zeros(N, K), bk=zeros(M, K), bv=zeros(M, K), bo=zeros(d_model))
+
+
+def project_q(params: MultiHeadParams, x: jax.Array) -> jax.Array:
+    """x [B, T, D] -> q [B, T, N, K]."""
+    if x.ndim != 3 or x.shape[-1] != params.wq.shape[0]:
+        raise ValueError(f"x: expected [B, T, D] with D = {params.wq.shape[0]}, got {tuple(x.shape)}")
+    q = jnp.einsum("btd,dnk->btnk", x, params.wq)
+    return q if params.bq is None else q + params.bq[None, None]
+
+
+def project_kv(params: MultiHeadParams, context: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """context [B, S, Dc] -> k, v [B, S, M, K]."""
+    if context.ndim != 3 or context.shape[-1] != params.wk.shape[0]:
+        raise ValueError(f"context: expected [B, S, Dc] with Dc = {params.wk.shape[0]}, "
+                         f"got {tuple(context.shape)}")
+    k = jnp.einsum("bsd,dmk->bsmk", context, params.wk)
+    v = jnp.einsum("bsd,dmk->bsmk", context, params.wv)
+    if params.bk is not None:
+        k, v = k + params.bk[None, None], v + params.bv[None, None]
+    return k, v
+
+
+def project_out(params: MultiHeadParams, o: jax.Array) -> jax.Array:
+    """o [B, T, N, K] -> [B, T, D]."""
+    y = jnp.einsum("btnk,nkd->btd", o, params.wo)
+    return y if params.bo is None else y + params.bo[None, None]
+
+
+def multi_head_attention(params: MultiHeadParams, x: jax.Array, context: jax.Array | None = None,
+                         mask: jax.Array | None = None, *, bias: jax.Array | None = None,
+                         causal: bool = False, dropout_rate: float = 0.0, key: jax.Array | None = None,
+                         return_weights: bool = False, implementation: str | None = None):
+    """Multi-head attention of queries x [B, T, D] over context [B, S, Dc] (context=None: self-attention).
+
+    Returns y [B, T, D], or (y, weights [B, N, T, S]) when return_weights.
+    """
+    context = x if context is None else context
+    if context.ndim != 3 or x.ndim != 3 or context.shape[0] != x.shape[0]:
+        raise ValueError(f"x, context: expected [B, T, D] and [B, S, Dc] with the same B, got "
+                         f"{tuple(x.shape)}, {tuple(context.shape)}")
+    q = project_q(params, x)
+    k, v = project_kv(params, context)
+    res = dot_product_attention(q, k, v, mask, bias, causal=causal, dropout_rate=dropout_rate, key=key,
+                                return_weights=return_weights, implementation=implementation)
+    if return_weights:
+        o, w = res
+        return project_out(params, o), w
+    return project_out(params, res)

@@ -1,0 +1,368 @@
+"""Fused LSTM and GRU layers for training: a hand-written backward pass (`jax.custom_vjp`) around `lax.scan`.
+
+`lstm_layer(params, xs, ...)` and `gru_layer(params, xs, ...)` compute exactly what `scan.unroll` computes with
+`Cell("lstm")` / `Cell("gru")` (PyTorch variant), including padding (a padded step keeps the state and outputs
+zeros), reverse scans and variational recurrent dropout, but differentiate much more cheaply:
+
+  * forward: the input projection of all T steps is one matmul `[B*T, D] @ [D, G*H]` before the scan; the scan
+    does only `h @ W_h` and the gate maths, and saves the gate activations it has computed anyway;
+  * backward: a reverse scan that does only the per-step gate gradients and `dh_{t-1} = dgates_t @ W_h^T`.
+    Every weight gradient is one large matmul after that scan, with no sequential work:
+        dW_h = H_prev^T @ dGates   ([H, T*B] @ [T*B, G*H]),   dW_x = X^T @ dGates,   dX = dGates @ W_x^T.
+
+Autodiff through `scan.unroll` instead transposes the scan body step by step: the weight gradients are then
+accumulated inside the loop as T small [H, B] @ [B, G*H] matmuls plus a carried [H, G*H] sum, which is most of
+the difference on CPU. Only the default computation dtype (the parameters' own) is supported; use
+`scan.unroll` for mixed precision, the "original" GRU variant or plain step functions.
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from seqjax.cells import GRUParams, HiddenState, LSTMParams, LSTMState
+from seqjax.dropout import dropout_mask
+from seqjax.scan import padding_mask
+
+# Default lax.scan unroll factors for the forward and backward scans (measured with benchmarks/run.py on CPU).
+FORWARD_UNROLL = 1
+BACKWARD_UNROLL = 1
+
+
+# -------------------------------------------------------------------------------------------------- checks
+
+def _check_inputs(name: str, params, params_type, gates: int, xs, state, state_type):
+    if not isinstance(params, params_type):
+        raise ValueError(f"params: {name} expects {params_type.__name__}, got {type(params).__name__}")
+    D, GH = np.shape(params.w_x)
+    H = np.shape(params.w_h)[0]
+    if GH != gates * H or tuple(np.shape(params.w_h)) != (H, gates * H):
+        raise ValueError(f"params: inconsistent {name} shapes w_x {tuple(np.shape(params.w_x))}, "
+                         f"w_h {tuple(np.shape(params.w_h))}; expected [D, {gates}H] and [H, {gates}H]")
+    if np.ndim(xs) != 3:
+        raise ValueError(f"xs: expected a batch-major array [B, T, D], got shape {tuple(np.shape(xs))}")
+    B, _, D_xs = np.shape(xs)
+    if D_xs != D:
+        raise ValueError(f"xs: expected feature width D = {D} (w_x is {tuple(np.shape(params.w_x))}), "
+                         f"got xs shape {tuple(np.shape(xs))}")
+    if state is not None:
+        if not isinstance(state, state_type):
+            raise ValueError(f"initial_state: {name} expects a {state_type.__name__}, got {type(state).__name__}")
+        for field, leaf in zip(state._fields, state, strict=True):
+            if tuple(np.shape(leaf)) != (B, H):
+                raise ValueError(f"initial_state.{field}: expected shape (B, H) = ({B}, {H}), "
+                                 f"got {tuple(np.shape(leaf))}")
+    return B, H
+
+
+def _prepare(xs, lengths, mask, recurrent_dropout, key, B, H, dtype):
+    """Time-major mask bool[T, B, 1] (or None) and the variational dropout mask [B, H] (or None)."""
+    keep = padding_mask(xs, lengths, mask)
+    keep = None if keep is None else keep.T[:, :, None]  # [T, B, 1]
+    rmask = dropout_mask(key, recurrent_dropout, (B, H), dtype)
+    return keep, rmask
+
+
+def _previous(seq: jax.Array, first: jax.Array, reverse: bool) -> jax.Array:
+    """seq [T, B, H] of states after each step -> the state before each step (`first` before the first one)."""
+    if reverse:
+        return jnp.concatenate([seq[1:], first[None]], axis=0)
+    return jnp.concatenate([first[None], seq[:-1]], axis=0)
+
+
+def _dropped(h: jax.Array, rmask: jax.Array | None) -> jax.Array:
+    """h [B, H] or [T, B, H] as it enters the recurrent matmul: times the variational mask [B, H], if any."""
+    if rmask is None:
+        return h
+    return h * (rmask if h.ndim == 2 else rmask[None])
+
+
+def _time_major_projection(xs: jax.Array, w_x: jax.Array, b: jax.Array) -> jax.Array:
+    """xs [B, T, D] -> xs @ w_x + b as [T, B, G], one matmul for every step."""
+    return jnp.einsum("btd,dg->tbg", xs, w_x) + b[None, None, :]
+
+
+def _input_gradients(xs, w_x, d_xp):
+    """From d_xp [T, B, G] (the gradient of the input projection): dxs [B, T, D], dw_x [D, G], db [G]."""
+    dxs = jnp.einsum("tbg,dg->btd", d_xp, w_x).astype(xs.dtype)
+    dw_x = jnp.einsum("btd,tbg->dg", xs.astype(d_xp.dtype), d_xp)
+    return dxs, dw_x, jnp.sum(d_xp, axis=(0, 1))
+
+
+# ---------------------------------------------------------------------------------------------------- LSTM
+
+class _LSTMResiduals(NamedTuple):
+    xs: jax.Array  # [B, T, D]
+    w_x: jax.Array  # [D, 4H]
+    w_h: jax.Array  # [H, 4H]
+    keep: jax.Array | None  # bool [T, B, 1]
+    rmask: jax.Array | None  # [B, H]
+    h0: jax.Array  # [B, H]
+    c0: jax.Array  # [B, H]
+    acts: jax.Array  # [T, B, 4H]: sigmoid(i), sigmoid(f), tanh(g), sigmoid(o)
+    hs: jax.Array  # [T, B, H]: h after each step (the carried, masked state)
+    cs: jax.Array  # [T, B, H]: c after each step
+
+
+def _lstm_forward(params, xs, keep, rmask, h0, c0, reverse, unroll):
+    """The forward scan; returns (ys [B, T, H], (h_T, c_T), residuals). It replaces:
+
+        xp = xs @ w_x + b                                     # [T, B, 4H], one matmul
+        for t in (reversed(range(T)) if reverse else range(T)):
+            i, f, g, o = sigmoid/tanh of split(xp[t] + (h * rmask) @ w_h)
+            c_new = f * c + i * g;  h_new = o * tanh(c_new)
+            h, c = where(keep[t], (h_new, c_new), (h, c))     # padded steps keep the state
+            acts[t], hs[t], cs[t] = (i, f, g, o), h, c
+        ys = hs * keep                                        # zero outputs on padding
+    """
+    H = params.w_h.shape[0]
+    xp = _time_major_projection(xs, params.w_x, params.b)  # [T, B, 4H]
+    w_h = params.w_h
+
+    def step(carry, inputs):
+        h, c = carry
+        xp_t, keep_t = inputs
+        gates = xp_t + _dropped(h, rmask) @ w_h  # [B, 4H]
+        i = jax.nn.sigmoid(gates[:, :H])
+        f = jax.nn.sigmoid(gates[:, H:2 * H])
+        g = jnp.tanh(gates[:, 2 * H:3 * H])
+        o = jax.nn.sigmoid(gates[:, 3 * H:])
+        c_new = f * c + i * g
+        h_new = o * jnp.tanh(c_new)
+        if keep_t is not None:
+            h_new = jnp.where(keep_t, h_new, h)
+            c_new = jnp.where(keep_t, c_new, c)
+        acts = jnp.concatenate([i, f, g, o], axis=-1)
+        return (h_new, c_new), (acts, h_new, c_new)
+
+    (h_T, c_T), (acts, hs, cs) = jax.lax.scan(step, (h0, c0), (xp, keep), reverse=reverse, unroll=unroll)
+    ys = hs if keep is None else jnp.where(keep, hs, jnp.zeros_like(hs))
+    residuals = _LSTMResiduals(xs, params.w_x, w_h, keep, rmask, h0, c0, acts, hs, cs)
+    return jnp.swapaxes(ys, 0, 1), (h_T, c_T), residuals  # ys [B, T, H]
+
+
+def _lstm_backward(res: _LSTMResiduals, d_ys, d_h_T, d_c_T, reverse, unroll):
+    """The backward pass: a reverse scan for the gate gradients, then one matmul per weight gradient.
+
+    The scan replaces (walking the forward scan's steps in the opposite order):
+
+        dh, dc = d_h_T, d_c_T
+        for t in (range(T) if reverse else reversed(range(T))):
+            dh_new = keep[t] * (d_ys[t] + dh);  dc_new = keep[t] * dc
+            dc_new += dh_new * o * (1 - tanh(c[t])^2)
+            dgates[t] = (dc_new * g * i (1 - i),  dc_new * c[t-1] * f (1 - f),
+                         dc_new * i * (1 - g^2),  dh_new * tanh(c[t]) * o (1 - o))
+            dh = (dgates[t] @ w_h^T) * rmask + (1 - keep[t]) * dh
+            dc = dc_new * f + (1 - keep[t]) * dc
+    """
+    H = res.w_h.shape[0]
+    d_ys = jnp.swapaxes(d_ys, 0, 1)  # [T, B, H]
+    c_prev = _previous(res.cs, res.c0, reverse)  # [T, B, H]
+    w_h_t = res.w_h.T  # [4H, H]
+    keep = res.keep
+
+    def step(carry, inputs):
+        dh, dc = carry
+        acts, c_t, c_before, dy_t, keep_t = inputs
+        i, f, g, o = acts[:, :H], acts[:, H:2 * H], acts[:, 2 * H:3 * H], acts[:, 3 * H:]
+        tanh_c = jnp.tanh(c_t)
+        dh_new, dc_new = dy_t + dh, dc
+        if keep_t is not None:
+            dh_new = jnp.where(keep_t, dh_new, 0.0)
+            dc_new = jnp.where(keep_t, dc_new, 0.0)
+        dc_new = dc_new + dh_new * o * (1.0 - tanh_c * tanh_c)
+        d_gates = jnp.concatenate([
+            dc_new * g * i * (1.0 - i),
+            dc_new * c_before * f * (1.0 - f),
+            dc_new * i * (1.0 - g * g),
+            dh_new * tanh_c * o * (1.0 - o),
+        ], axis=-1)  # [B, 4H]
+        dh_prev = _dropped(d_gates @ w_h_t, res.rmask)
+        dc_prev = dc_new * f
+        if keep_t is not None:
+            dh_prev = dh_prev + jnp.where(keep_t, 0.0, dh)
+            dc_prev = dc_prev + jnp.where(keep_t, 0.0, dc)
+        return (dh_prev, dc_prev), d_gates
+
+    (d_h0, d_c0), d_gates = jax.lax.scan(step, (d_h_T, d_c_T), (res.acts, res.cs, c_prev, d_ys, keep),
+                                         reverse=not reverse, unroll=unroll)  # d_gates [T, B, 4H]
+    h_prev = _dropped(_previous(res.hs, res.h0, reverse), res.rmask)  # [T, B, H], as it entered the matmul
+    dw_h = jnp.einsum("tbh,tbg->hg", h_prev, d_gates)
+    dxs, dw_x, db = _input_gradients(res.xs, res.w_x, d_gates)
+    return LSTMParams(w_x=dw_x, w_h=dw_h, b=db), dxs, d_h0, d_c0
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8))
+def _lstm(params, xs, keep, rmask, h0, c0, reverse, forward_unroll, backward_unroll):
+    ys, (h_T, c_T), _ = _lstm_forward(params, xs, keep, rmask, h0, c0, reverse, forward_unroll)
+    return ys, LSTMState(h_T, c_T)
+
+
+def _lstm_fwd(params, xs, keep, rmask, h0, c0, reverse, forward_unroll, backward_unroll):
+    ys, (h_T, c_T), residuals = _lstm_forward(params, xs, keep, rmask, h0, c0, reverse, forward_unroll)
+    return (ys, LSTMState(h_T, c_T)), residuals
+
+
+def _lstm_bwd(reverse, forward_unroll, backward_unroll, residuals, cotangents):
+    d_ys, d_final = cotangents
+    d_params, dxs, d_h0, d_c0 = _lstm_backward(residuals, d_ys, d_final.h, d_final.c, reverse, backward_unroll)
+    return d_params, dxs, None, None, d_h0, d_c0
+
+
+_lstm.defvjp(_lstm_fwd, _lstm_bwd)
+
+
+def lstm_layer(params: LSTMParams, xs: jax.Array, *, lengths=None, mask=None,
+               initial_state: LSTMState | None = None, reverse: bool = False, recurrent_dropout: float = 0.0,
+               key: jax.Array | None = None, unroll: int | None = None,
+               backward_unroll: int | None = None) -> tuple[jax.Array, LSTMState]:
+    """An LSTM over xs [B, T, D] -> (ys [B, T, H], final LSTMState), with a fused backward pass.
+
+    Same results as `scan.unroll(Cell("lstm"), params, xs, lengths=..., mask=..., initial_state=...,
+    reverse=..., recurrent_dropout=..., key=...)`: padded steps keep the state and output zeros, the final
+    state is each sequence's state after its last valid step, recurrent dropout draws one [B, H] mask from
+    `key` (None = off). `unroll` / `backward_unroll` are the lax.scan unroll factors of the two scans.
+    """
+    B, H = _check_inputs("lstm_layer", params, LSTMParams, 4, xs, initial_state, LSTMState)
+    dtype = params.w_h.dtype
+    keep, rmask = _prepare(xs, lengths, mask, recurrent_dropout, key, B, H, dtype)
+    if initial_state is None:
+        initial_state = LSTMState(jnp.zeros((B, H), dtype), jnp.zeros((B, H), dtype))
+    h0, c0 = (s.astype(dtype) for s in initial_state)
+    ys, final = _lstm(params, xs, keep, rmask, h0, c0, reverse, unroll or FORWARD_UNROLL,
+                      backward_unroll or BACKWARD_UNROLL)
+    return ys, LSTMState(*(f.astype(s.dtype) for f, s in zip(final, initial_state, strict=True)))
+
+
+# ----------------------------------------------------------------------------------------------------- GRU
+
+class _GRUResiduals(NamedTuple):
+    xs: jax.Array  # [B, T, D]
+    w_x: jax.Array  # [D, 3H]
+    w_h: jax.Array  # [H, 3H]
+    keep: jax.Array | None  # bool [T, B, 1]
+    rmask: jax.Array | None  # [B, H]
+    h0: jax.Array  # [B, H]
+    acts: jax.Array  # [T, B, 4H]: r, z, n and the candidate's recurrent term W_hn hh + b_hn
+    hs: jax.Array  # [T, B, H]: h after each step (the carried, masked state)
+
+
+def _gru_forward(params, xs, keep, rmask, h0, reverse, unroll):
+    """The forward scan; returns (ys [B, T, H], h_T, residuals). It replaces:
+
+        xp = xs @ w_x + b_x                                   # [T, B, 3H], one matmul
+        for t in (reversed(range(T)) if reverse else range(T)):
+            hp = (h * rmask) @ w_h + b_h                      # [B, 3H]
+            r, z = sigmoid(xp[t, :, :2H] + hp[:, :2H]) split in two
+            n = tanh(xp[t, :, 2H:] + r * hp[:, 2H:])
+            h_new = (1 - z) * n + z * h
+            h = where(keep[t], h_new, h)                      # padded steps keep the state
+            acts[t], hs[t] = (r, z, n, hp[:, 2H:]), h
+        ys = hs * keep                                        # zero outputs on padding
+    """
+    H = params.w_h.shape[0]
+    xp = _time_major_projection(xs, params.w_x, params.b_x)  # [T, B, 3H]
+    w_h, b_h = params.w_h, params.b_h
+
+    def step(h, inputs):
+        xp_t, keep_t = inputs
+        hp = _dropped(h, rmask) @ w_h + b_h[None, :]  # [B, 3H]
+        rz = jax.nn.sigmoid(xp_t[:, :2 * H] + hp[:, :2 * H])
+        r, z = rz[:, :H], rz[:, H:]
+        hp_n = hp[:, 2 * H:]
+        n = jnp.tanh(xp_t[:, 2 * H:] + r * hp_n)
+        h_new = (1.0 - z) * n + z * h
+        if keep_t is not None:
+            h_new = jnp.where(keep_t, h_new, h)
+        return h_new, (jnp.concatenate([rz, n, hp_n], axis=-1), h_new)
+
+    h_T, (acts, hs) = jax.lax.scan(step, h0, (xp, keep), reverse=reverse, unroll=unroll)
+    ys = hs if keep is None else jnp.where(keep, hs, jnp.zeros_like(hs))
+    residuals = _GRUResiduals(xs, params.w_x, w_h, keep, rmask, h0, acts, hs)
+    return jnp.swapaxes(ys, 0, 1), h_T, residuals
+
+
+def _gru_backward(res: _GRUResiduals, d_ys, d_h_T, reverse, unroll):
+    """The backward pass: a reverse scan for the gate gradients, then one matmul per weight gradient.
+
+    The scan replaces (walking the forward scan's steps in the opposite order):
+
+        dh = d_h_T
+        for t in (range(T) if reverse else reversed(range(T))):
+            dh_new = keep[t] * (d_ys[t] + dh)
+            da_n = dh_new * (1 - z) * (1 - n^2)                          # candidate pre-activation
+            da_r = da_n * hp_n * r (1 - r);  da_z = dh_new * (h[t-1] - n) * z (1 - z)
+            d_hp[t] = (da_r, da_z, da_n * r);  d_xp[t] = (da_r, da_z, da_n)
+            dh = (d_hp[t] @ w_h^T) * rmask + dh_new * z + (1 - keep[t]) * dh
+    """
+    H = res.w_h.shape[0]
+    d_ys = jnp.swapaxes(d_ys, 0, 1)  # [T, B, H]
+    h_prev = _previous(res.hs, res.h0, reverse)  # [T, B, H], undropped
+    w_h_t = res.w_h.T  # [3H, H]
+
+    def step(dh, inputs):
+        acts, h_before, dy_t, keep_t = inputs
+        r, z, n, hp_n = acts[:, :H], acts[:, H:2 * H], acts[:, 2 * H:3 * H], acts[:, 3 * H:]
+        dh_new = dy_t + dh
+        if keep_t is not None:
+            dh_new = jnp.where(keep_t, dh_new, 0.0)
+        da_n = dh_new * (1.0 - z) * (1.0 - n * n)
+        da_r = da_n * hp_n * r * (1.0 - r)
+        da_z = dh_new * (h_before - n) * z * (1.0 - z)
+        d_hp = jnp.concatenate([da_r, da_z, da_n * r], axis=-1)  # [B, 3H]
+        dh_prev = _dropped(d_hp @ w_h_t, res.rmask) + dh_new * z
+        if keep_t is not None:
+            dh_prev = dh_prev + jnp.where(keep_t, 0.0, dh)
+        return dh_prev, (d_hp, da_n)
+
+    d_h0, (d_hp, da_n) = jax.lax.scan(step, d_h_T, (res.acts, h_prev, d_ys, res.keep),
+                                      reverse=not reverse, unroll=unroll)  # [T, B, 3H], [T, B, H]
+    dw_h = jnp.einsum("tbh,tbg->hg", _dropped(h_prev, res.rmask), d_hp)
+    db_h = jnp.sum(d_hp, axis=(0, 1))
+    d_xp = jnp.concatenate([d_hp[..., :2 * H], da_n], axis=-1)  # [T, B, 3H]
+    dxs, dw_x, db_x = _input_gradients(res.xs, res.w_x, d_xp)
+    return GRUParams(w_x=dw_x, w_h=dw_h, b_x=db_x, b_h=db_h), dxs, d_h0
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
+def _gru(params, xs, keep, rmask, h0, reverse, forward_unroll, backward_unroll):
+    ys, h_T, _ = _gru_forward(params, xs, keep, rmask, h0, reverse, forward_unroll)
+    return ys, h_T
+
+
+def _gru_fwd(params, xs, keep, rmask, h0, reverse, forward_unroll, backward_unroll):
+    ys, h_T, residuals = _gru_forward(params, xs, keep, rmask, h0, reverse, forward_unroll)
+    return (ys, h_T), residuals
+
+
+def _gru_bwd(reverse, forward_unroll, backward_unroll, residuals, cotangents):
+    d_ys, d_h_T = cotangents
+    d_params, dxs, d_h0 = _gru_backward(residuals, d_ys, d_h_T, reverse, backward_unroll)
+    return d_params, dxs, None, None, d_h0
+
+
+_gru.defvjp(_gru_fwd, _gru_bwd)
+
+
+def gru_layer(params: GRUParams, xs: jax.Array, *, lengths=None, mask=None,
+              initial_state: HiddenState | None = None, reverse: bool = False, recurrent_dropout: float = 0.0,
+              key: jax.Array | None = None, unroll: int | None = None,
+              backward_unroll: int | None = None) -> tuple[jax.Array, HiddenState]:
+    """A GRU (PyTorch variant) over xs [B, T, D] -> (ys [B, T, H], final HiddenState), fused backward pass.
+
+    Same results as `scan.unroll(Cell("gru"), params, xs, ...)` with the same keyword arguments; see
+    `lstm_layer`. The "original" (Cho et al.) variant needs a second dependent matmul per step and is only
+    available through `scan.unroll`.
+    """
+    B, H = _check_inputs("gru_layer", params, GRUParams, 3, xs, initial_state, HiddenState)
+    dtype = params.w_h.dtype
+    keep, rmask = _prepare(xs, lengths, mask, recurrent_dropout, key, B, H, dtype)
+    if initial_state is None:
+        initial_state = HiddenState(jnp.zeros((B, H), dtype))
+    ys, h_T = _gru(params, xs, keep, rmask, initial_state.h.astype(dtype), reverse,
+                   unroll or FORWARD_UNROLL, backward_unroll or BACKWARD_UNROLL)
+    return ys, HiddenState(h_T.astype(initial_state.h.dtype))

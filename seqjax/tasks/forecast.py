@@ -1,0 +1,266 @@
+"""Next-day forecasting of multivariate daily series with a recurrent network (stocks, weather).
+
+Data (`config.data.dataset`):
+- "stocks": adjusted closes of `config.data.symbols` (bokeh-sampledata, common trading days). The model reads
+  and predicts DAILY LOG RETURNS in percent, r[t] = 100 * log(p[t+1] / p[t]), not prices: returns are roughly
+  stationary, so a network fitted on 2004-2010 prices is not asked to extrapolate to 2012 price levels, and a
+  predicted return maps back to a price as p[t] * exp(r / 100). Persistence ("tomorrow = today's price") is a
+  zero predicted return.
+- "weather": Seattle precipitation, temp_max, temp_min, wind (levels), plus sin/cos of the day of year as
+  extra inputs when `config.data.season_features`. Persistence repeats the last observed day.
+
+Windows. Sample m reads rows m .. m+W-1 (W = `config.data.window`) and predicts rows m+W .. m+W+h-1 (h =
+`config.data.horizon`, 1 = next day). The split is chronological by target day: a window is in train if all
+its targets lie in the first `train_frac` of the rows, in val if its targets lie in the next `val_frac`, in
+test after that; windows may look back across a boundary (they only read the past). The per-column mean and
+standard deviation used to normalise inputs and targets are fitted on the training rows only.
+
+Baselines, reported by `evaluate` on the same test windows in the same units: persistence, and a linear
+autoregressive model (least squares from the flattened normalised window plus a bias to all h x C outputs,
+fitted on the training windows). Metrics are MAE and RMSE per variable and their mean over variables; "mean"
+MAE/RMSE are averaged in units of each variable's training standard deviation so that variables in different
+units weigh the same (per-variable figures are in natural units). A PNG of predictions vs truth on the test
+period is written into the workdir.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from seqjax import losses
+from seqjax.data import stocks as stocks_data
+from seqjax.data import weather as weather_data
+
+
+@dataclasses.dataclass
+class Series:
+    """One prepared data set: `values` [N, C] are the forecast targets in natural units (percent log returns
+    for stocks, levels for weather); `extra` [N, E] are known inputs that are not predicted (may have E = 0)."""
+    name: str
+    dates: np.ndarray  # datetime64[D][N], the day each row describes
+    values: np.ndarray  # float64[N, C]
+    extra: np.ndarray  # float64[N, E]
+    columns: tuple[str, ...]
+    kind: str  # "returns" (persistence predicts 0) or "levels" (persistence repeats the last row)
+    prices: np.ndarray | None = None  # stocks: float64[N + 1, C], prices[t + 1] = prices[t] * exp(values[t] / 100)
+
+
+def load_series(data_cfg) -> Series:
+    if data_cfg.dataset == "stocks":
+        dates, prices = stocks_data.load_stocks(tuple(data_cfg.symbols))
+        returns = 100.0 * stocks_data.log_returns(prices)  # [N-1, A]; row t = return from day t to t+1
+        return Series("stocks", dates[1:], returns, np.zeros((len(returns), 0)), tuple(data_cfg.symbols),
+                      "returns", prices)
+    if data_cfg.dataset == "weather":
+        dates, values = weather_data.load_weather()
+        extra = weather_data.day_of_year_features(dates) if data_cfg.season_features else np.zeros((len(dates), 0))
+        return Series("weather", dates, values, extra, weather_data.VARIABLES, "levels")
+    raise ValueError(f"config.data.dataset: expected 'stocks' or 'weather', got {data_cfg.dataset!r}")
+
+
+def split_points(N: int, train_frac: float, val_frac: float) -> tuple[int, int]:
+    """Row indices (n_train, n_val_end): rows [0, n_train) train, [n_train, n_val_end) val, the rest test."""
+    if not (0 < train_frac < 1 and 0 <= val_frac < 1 and train_frac + val_frac < 1):
+        raise ValueError(f"train_frac, val_frac: need 0 < train_frac, train_frac + val_frac < 1, got "
+                         f"{train_frac}, {val_frac}")
+    return int(N * train_frac), int(N * (train_frac + val_frac))
+
+
+@dataclasses.dataclass
+class Standardizer:
+    """Per-column (x - mean) / std, fitted on the rows given to `fit` (the training part only)."""
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, rows: np.ndarray) -> Standardizer:
+        std = rows.std(axis=0)
+        return cls(rows.mean(axis=0), np.where(std > 0, std, 1.0))
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        return (x - self.mean) / self.std
+
+    def invert(self, z: np.ndarray) -> np.ndarray:
+        return z * self.std + self.mean
+
+
+def make_windows(inputs: np.ndarray, targets: np.ndarray, window: int, horizon: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """x [M, W, C_in], y [M, h, C], first target row t0 [M], with M = N - W - h + 1.
+
+    Equivalent loop: for m in range(M): x[m] = inputs[m:m+W]; y[m] = targets[m+W:m+W+h]; t0[m] = m + W.
+    """
+    N = len(inputs)
+    if len(targets) != N:
+        raise ValueError(f"targets: expected {N} rows like inputs, got {len(targets)}")
+    M = N - window - horizon + 1
+    if window < 1 or horizon < 1 or M < 1:
+        raise ValueError(f"window={window}, horizon={horizon}: need window, horizon >= 1 and window + horizon "
+                         f"<= N = {N}")
+    idx = np.arange(M)[:, None]
+    x = inputs[idx + np.arange(window)[None, :]]  # [M, W, C_in]
+    y = targets[idx + window + np.arange(horizon)[None, :]]  # [M, h, C]
+    return x, y, np.arange(M) + window
+
+
+def assign_splits(t0: np.ndarray, horizon: int, n_train: int, n_val_end: int) -> dict[str, np.ndarray]:
+    """Window indices per split: every target row of a window lies inside its split's rows."""
+    last = t0 + horizon - 1
+    return {"train": np.nonzero(last < n_train)[0],
+            "val": np.nonzero((t0 >= n_train) & (last < n_val_end))[0],
+            "test": np.nonzero(t0 >= n_val_end)[0]}
+
+
+def fit_linear_ar(x: np.ndarray, y: np.ndarray, ridge: float = 1e-3) -> np.ndarray:
+    """Least squares W [W*C_in + 1, h*C] from flattened windows (plus a bias column) to flattened targets.
+
+    A small ridge term keeps the normal equations well conditioned; it barely changes the fit.
+    """
+    X = np.concatenate([x.reshape(len(x), -1), np.ones((len(x), 1))], axis=1)  # [M, W*C_in + 1]
+    Y = y.reshape(len(y), -1)  # [M, h*C]
+    reg = ridge * np.eye(X.shape[1])
+    reg[-1, -1] = 0.0  # do not shrink the bias
+    return np.linalg.solve(X.T @ X + reg, X.T @ Y)
+
+
+def predict_linear_ar(coef: np.ndarray, x: np.ndarray, horizon: int) -> np.ndarray:
+    X = np.concatenate([x.reshape(len(x), -1), np.ones((len(x), 1))], axis=1)
+    return (X @ coef).reshape(len(x), horizon, -1)  # [M, h, C]
+
+
+def error_table(pred: np.ndarray, truth: np.ndarray, columns, std: np.ndarray) -> dict[str, float]:
+    """MAE/RMSE per column (natural units) and their mean in units of each column's training std."""
+    err = pred - truth  # [M, h, C]
+    mae = np.abs(err).mean(axis=(0, 1))
+    rmse = np.sqrt(np.square(err).mean(axis=(0, 1)))
+    out = {f"mae_{c}": float(v) for c, v in zip(columns, mae, strict=True)}
+    out |= {f"rmse_{c}": float(v) for c, v in zip(columns, rmse, strict=True)}
+    out["mae"] = float(np.mean(mae / std))
+    out["rmse"] = float(np.mean(rmse / std))
+    return out
+
+
+class ForecastTask:
+    def __init__(self, config):
+        self.config = config
+        d = config.data
+        self.series = s = load_series(d)
+        self.window, self.horizon = int(d.window), int(d.horizon)
+        self.n_train, self.n_val_end = split_points(len(s.values), d.train_frac, d.val_frac)
+        # Normalisation statistics come from training rows only: no look at validation or test values.
+        self.target_norm = Standardizer.fit(s.values[: self.n_train])
+        self.extra_norm = Standardizer.fit(s.extra[: self.n_train])
+        inputs = np.concatenate([self.target_norm.apply(s.values), self.extra_norm.apply(s.extra)], axis=1)
+        targets = self.target_norm.apply(s.values)
+        x, y, self.t0 = make_windows(inputs, targets, self.window, self.horizon)
+        self.index = assign_splits(self.t0, self.horizon, self.n_train, self.n_val_end)
+        limit = d.get("max_train_windows", 0)
+        if limit:  # smoke runs: keep the most recent training windows
+            self.index["train"] = self.index["train"][-limit:]
+        self._splits = {k: {"x": x[i].astype(np.float32), "y": y[i].astype(np.float32)}
+                        for k, i in self.index.items()}
+        self.num_inputs, self.num_outputs = inputs.shape[1], targets.shape[1]
+
+    def data(self):
+        return self._splits
+
+    def model(self, rngs: nnx.Rngs) -> nnx.Module:
+        from seqjax.models.recurrent import Forecaster
+
+        m = self.config.model
+        return Forecaster(self.num_inputs, self.num_outputs, self.horizon, hidden=m.hidden, cell=m.cell,
+                          num_layers=m.num_layers, dropout=m.dropout, rngs=rngs)
+
+    def loss(self, model, batch, key):
+        pred = model(batch["x"], key=key)  # [B, h, C], normalised units
+        mse, mae = losses.mse(pred, batch["y"]), losses.mae(pred, batch["y"])
+        # "mae" trains for the conditional median, the right target when MAE is the reported metric and a
+        # variable is skewed (most days have no rain); "mse" for the conditional mean.
+        return (mae if self.config.model.get("loss", "mse") == "mae" else mse), {"mse": mse, "mae": mae}
+
+    # ------------------------------------------------------------------------------------------ evaluation
+
+    def predict(self, model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+        """Model predictions in natural units, [M, h, C]."""
+        graphdef, state = nnx.split(model)
+
+        @jax.jit
+        def run(state, xb):
+            return nnx.merge(graphdef, state)(xb, key=None)
+
+        out = [np.asarray(run(state, jnp.asarray(x[i:i + batch_size]))) for i in range(0, len(x), batch_size)]
+        return self.target_norm.invert(np.concatenate(out, axis=0))
+
+    def persistence(self, split: str) -> np.ndarray:
+        """[M, h, C] in natural units: 0 return for "returns", the last observed row for "levels"."""
+        t0 = self.t0[self.index[split]]
+        M, C = len(t0), self.num_outputs
+        if self.series.kind == "returns":
+            return np.zeros((M, self.horizon, C))
+        return np.repeat(self.series.values[t0 - 1][:, None, :], self.horizon, axis=1)
+
+    def evaluate(self, model, splits, workdir: str) -> dict[str, float]:
+        s, h = self.series, self.horizon
+        train, test = splits["train"], splits["test"]
+        truth = self.target_norm.invert(test["y"].astype(np.float64))
+        coef = fit_linear_ar(train["x"].astype(np.float64), train["y"].astype(np.float64))
+        preds = {"model": self.predict(model, test["x"]),
+                 "persistence": self.persistence("test"),
+                 "linear_ar": self.target_norm.invert(predict_linear_ar(coef, test["x"].astype(np.float64), h))}
+        out: dict[str, float] = {}
+        for name, p in preds.items():
+            for k, v in error_table(p, truth, s.columns, self.target_norm.std).items():
+                out[f"test_{name}_{k}"] = v
+        out["test_mae_vs_persistence"] = out["test_model_mae"] / out["test_persistence_mae"] - 1.0
+        out["test_mae_vs_linear_ar"] = out["test_model_mae"] / out["test_linear_ar_mae"] - 1.0
+        if s.kind == "returns":  # next-day price errors in dollars, from the day-ahead returns
+            t0 = self.t0[self.index["test"]]
+            today, tomorrow = s.prices[t0], s.prices[t0 + 1]  # prices[t0] is the last price the window saw
+            for name, p in preds.items():
+                price_pred = today * np.exp(p[:, 0, :] / 100.0)
+                out[f"test_{name}_price_mae"] = float(np.abs(price_pred - tomorrow).mean())
+            out["test_direction_accuracy"] = float(np.mean(np.sign(preds["model"][:, 0]) == np.sign(truth[:, 0])))
+        os.makedirs(workdir, exist_ok=True)
+        self._plot(preds, truth, os.path.join(workdir, f"{s.name}_test_predictions.png"))
+        with open(os.path.join(workdir, f"{s.name}_evaluation.json"), "w") as f:
+            json.dump(out, f, indent=1)
+        return out
+
+    def _plot(self, preds, truth, path):
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        s = self.series
+        t0 = self.t0[self.index["test"]]
+        dates = s.dates[t0]
+        C = len(s.columns)
+        fig, axes = plt.subplots(C, 1, figsize=(11, 2.4 * C), sharex=True, squeeze=False)
+        for c, ax in enumerate(axes[:, 0]):
+            if s.kind == "returns":  # show prices: truth vs the price implied by each day-ahead forecast
+                today = s.prices[t0, c]
+                ax.plot(dates, s.prices[t0 + 1, c], "k-", lw=1.0, label="truth")
+                for name, style in (("model", "C0-"), ("linear_ar", "C2:")):
+                    ax.plot(dates, today * np.exp(preds[name][:, 0, c] / 100.0), style, lw=0.8, label=name)
+                ax.set_ylabel(f"{s.columns[c]} ($)")
+            else:
+                ax.plot(dates, truth[:, 0, c], "k-", lw=1.0, label="truth")
+                for name, style in (("model", "C0-"), ("persistence", "C1:"), ("linear_ar", "C2:")):
+                    ax.plot(dates, preds[name][:, 0, c], style, lw=0.8, label=name)
+                ax.set_ylabel(s.columns[c])
+        axes[0, 0].legend(loc="upper left", fontsize=8, ncol=4)
+        axes[0, 0].set_title(f"{s.name}: next-day forecasts on the test period ({self.config.model.cell})")
+        fig.tight_layout()
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+
+
+def build(config) -> ForecastTask:
+    return ForecastTask(config)

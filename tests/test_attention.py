@@ -1,0 +1,180 @@
+"""Attention against NumPy formulas, jax.nn.dot_product_attention and flax.nnx.dot_product_attention."""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from seqjax import attention, masks
+
+
+def _np_softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def _np_attention(q, k, v, mask=None):
+    """Loop over batch and heads: softmax(q k^T / sqrt(K)) v, with GQA head sharing n -> n // (N // M)."""
+    B, T, N, K = q.shape
+    M = k.shape[2]
+    out = np.zeros((B, T, N, v.shape[3]))
+    weights = np.zeros((B, N, T, k.shape[1]))
+    for b in range(B):
+        for n in range(N):
+            m = n // (N // M)
+            s = q[b, :, n] @ k[b, :, m].T / math.sqrt(K)
+            if mask is not None:
+                s = np.where(mask[b, n], s, -np.inf)
+            w = _np_softmax(s)
+            weights[b, n] = w
+            out[b, :, n] = w @ v[b, :, m]
+    return out, weights
+
+
+def _qkv(key, B=2, T=3, S=4, N=4, M=4, K=8):
+    kq, kk, kv = jax.random.split(key, 3)
+    return (jax.random.normal(kq, (B, T, N, K)), jax.random.normal(kk, (B, S, M, K)),
+            jax.random.normal(kv, (B, S, M, K)))
+
+
+def test_course_worked_example_weights_times_values():
+    values = np.array([[0.50, -0.87], [-0.70, 0.70], [0.81, 0.59]])
+    weights = np.array([[0.50, 0.20, 0.30], [0.12, 0.45, 0.43], [0.15, 0.42, 0.43]])
+    expected = np.array([[0.35, -0.12], [0.10, 0.46], [0.13, 0.42]])
+    # Feed the given weights through the attention code path as the softmax of log-weights: the bias
+    # is log(w) with zero scores (q = 0), so softmax(bias) = w exactly.
+    q = jnp.zeros((1, 3, 1, 2))
+    k = jnp.zeros((1, 3, 1, 2))
+    v = jnp.asarray(values, jnp.float32)[None, :, None, :]
+    bias = jnp.log(jnp.asarray(weights, jnp.float32))[None, None]
+    out, w = attention.dot_product_attention(q, k, v, bias=bias, return_weights=True)
+    np.testing.assert_allclose(np.asarray(w)[0, 0], weights / weights.sum(-1, keepdims=True), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(out)[0, :, 0], expected, atol=0.01)
+    np.testing.assert_allclose(weights @ values, expected, atol=0.01)
+
+
+def test_course_worked_example_self_attention_by_hand():
+    x = np.array([[0.50, -0.87], [-0.70, 0.70], [0.81, 0.59]])
+    d = 2
+    # written out by hand: scores[i, j] = (x_i . x_j) / sqrt(d), row softmax, weighted sum of rows
+    scores = np.array([[sum(x[i, c] * x[j, c] for c in range(d)) / math.sqrt(d) for j in range(3)]
+                       for i in range(3)])
+    w = np.array([[math.exp(s) / sum(math.exp(t) for t in row) for s in row] for row in scores])
+    expected = np.array([[sum(w[i, j] * x[j, c] for j in range(3)) for c in range(d)] for i in range(3)])
+    xj = jnp.asarray(x, jnp.float32)[None, :, None, :]
+    out = attention.dot_product_attention(xj, xj, xj)
+    np.testing.assert_allclose(np.asarray(out)[0, :, 0], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("M", [4, 2, 1])
+def test_matches_numpy_loop_with_mask_and_gqa(M):
+    q, k, v = _qkv(jax.random.key(0), M=M)
+    mask = masks.combine_masks(masks.lengths_to_attention_mask(jnp.array([4, 2]), 4),
+                               masks.causal_mask(3, 4, offset=1))
+    out, w = attention.dot_product_attention(q, k, v, mask, return_weights=True)
+    ref_out, ref_w = _np_attention(*(np.asarray(a, np.float64) for a in (q, k, v)),
+                                   np.broadcast_to(np.asarray(mask), (2, 4, 3, 4)))
+    np.testing.assert_allclose(np.asarray(out), ref_out, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(w), ref_w, atol=1e-6)
+
+
+def test_gqa_with_full_kv_heads_equals_repeated_heads():
+    q, k, v = _qkv(jax.random.key(1), N=4, M=2)
+    got = attention.dot_product_attention(q, k, v)
+    # plain multi-head attention with every K/V head repeated for the query heads that share it
+    plain = attention.dot_product_attention(q, jnp.repeat(k, 2, axis=2), jnp.repeat(v, 2, axis=2))
+    np.testing.assert_allclose(np.asarray(got), np.asarray(plain), atol=1e-6)
+
+
+def test_matches_jax_nn_and_flax_attention_with_masks():
+    q, k, v = _qkv(jax.random.key(2), T=4, S=4)
+    mask = masks.combine_masks(masks.lengths_to_attention_mask(jnp.array([3, 4]), 4), masks.causal_mask(4))
+    ours = attention.dot_product_attention(q, k, v, mask)
+    ref_jax = jax.nn.dot_product_attention(q, k, v, mask=mask)
+    ref_flax = nnx.dot_product_attention(q, k, v, mask=mask, deterministic=True)
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(ref_jax), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(ref_flax), atol=1e-5)
+    # the `causal` flag equals the explicit causal mask, and matches jax.nn's is_causal
+    pad = masks.lengths_to_attention_mask(jnp.array([3, 4]), 4)
+    flag = attention.dot_product_attention(q, k, v, pad, causal=True)
+    np.testing.assert_allclose(np.asarray(flag), np.asarray(ours), atol=1e-6)
+    via_jax = attention.dot_product_attention(q, k, v, pad, causal=True, implementation="jax")
+    np.testing.assert_allclose(np.asarray(via_jax), np.asarray(ours), atol=1e-5)
+    # bias is added to the scaled scores, as in jax.nn
+    bias = jax.random.normal(jax.random.key(3), (1, 4, 4, 4))
+    ref_bias = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask)
+    np.testing.assert_allclose(np.asarray(attention.dot_product_attention(q, k, v, mask, bias)),
+                               np.asarray(ref_bias), atol=1e-5)
+
+
+def test_fully_masked_row_outputs_zeros_without_nan():
+    q, k, v = _qkv(jax.random.key(4))
+    mask = jnp.ones((2, 1, 3, 4), bool).at[0, 0, 1].set(False)
+    out, w = attention.dot_product_attention(q, k, v, mask, return_weights=True)
+    assert np.all(np.isfinite(np.asarray(out)))
+    np.testing.assert_array_equal(np.asarray(out)[0, 1], 0.0)
+    np.testing.assert_array_equal(np.asarray(w)[0, :, 1], 0.0)
+    grads = jax.grad(lambda q: attention.dot_product_attention(q, k, v, mask).sum())(q)
+    assert np.all(np.isfinite(np.asarray(grads)))
+
+
+def test_bfloat16_inputs_softmax_in_float32():
+    q, k, v = _qkv(jax.random.key(5))
+    out, w = attention.dot_product_attention(q.astype(jnp.bfloat16), k.astype(jnp.bfloat16),
+                                             v.astype(jnp.bfloat16), return_weights=True)
+    assert out.dtype == jnp.bfloat16 and w.dtype == jnp.float32
+    ref = attention.dot_product_attention(q, k, v)
+    np.testing.assert_allclose(np.asarray(out, np.float32), np.asarray(ref), atol=0.1)
+
+
+def test_dropout_on_weights_only_with_key():
+    q, k, v = _qkv(jax.random.key(6))
+    plain = attention.dot_product_attention(q, k, v, dropout_rate=0.5)
+    np.testing.assert_allclose(np.asarray(plain), np.asarray(attention.dot_product_attention(q, k, v)))
+    dropped = attention.dot_product_attention(q, k, v, dropout_rate=0.5, key=jax.random.key(0))
+    # reference: the same keep-mask applied to the NumPy weights
+    _, w = attention.dot_product_attention(q, k, v, return_weights=True)
+    keep = jax.random.bernoulli(jax.random.key(0), 0.5, w.shape)
+    probs = np.where(np.asarray(keep), np.asarray(w) / 0.5, 0.0)
+    ref = np.einsum("bnts,bsnk->btnk", probs, np.asarray(v))
+    np.testing.assert_allclose(np.asarray(dropped), ref, atol=1e-5)
+
+
+def test_multi_head_attention_matches_manual_projection():
+    key = jax.random.key(7)
+    D, N = 16, 4
+    params = attention.init_multi_head(key, D, N, num_kv_heads=2)
+    params = params._replace(bq=jnp.full_like(params.bq, 0.1), bo=jnp.full_like(params.bo, -0.2))
+    x = jax.random.normal(jax.random.key(8), (2, 3, D))
+    ctx = jax.random.normal(jax.random.key(9), (2, 5, D))
+    mask = masks.lengths_to_attention_mask(jnp.array([5, 2]), 5)
+    y, w = attention.multi_head_attention(params, x, ctx, mask, return_weights=True)
+    assert y.shape == (2, 3, D) and w.shape == (2, N, 3, 5)
+    xn, cn = np.asarray(x, np.float64), np.asarray(ctx, np.float64)
+    p = [None if a is None else np.asarray(a, np.float64) for a in params]
+    q = np.einsum("btd,dnk->btnk", xn, p[0]) + p[4]
+    kk = np.einsum("bsd,dmk->bsmk", cn, p[1]) + p[5]
+    vv = np.einsum("bsd,dmk->bsmk", cn, p[2]) + p[6]
+    o, _ = _np_attention(q, kk, vv, np.broadcast_to(np.asarray(mask), (2, N, 3, 5)))
+    ref = np.einsum("btnk,nkd->btd", o, p[3]) + p[7]
+    np.testing.assert_allclose(np.asarray(y), ref, atol=1e-4)
+
+
+def test_bad_inputs_raise():
+    q, k, v = _qkv(jax.random.key(10))
+    with pytest.raises(ValueError, match=r"mask: expected a rank-4 array broadcastable"):
+        attention.dot_product_attention(q, k, v, jnp.ones((2, 4), bool))
+    with pytest.raises(ValueError, match=r"mask: expected a rank-4 array broadcastable"):
+        attention.dot_product_attention(q, k, v, jnp.ones((2, 1, 3, 5), bool))
+    with pytest.raises(ValueError, match="must divide the query heads"):
+        attention.dot_product_attention(q, k[:, :, :3], v[:, :, :3])
+    with pytest.raises(ValueError, match="head width"):
+        attention.dot_product_attention(q, k[..., :4], v)
+    with pytest.raises(ValueError, match="num_heads: N = 3 must divide the width D = 16"):
+        attention.init_multi_head(jax.random.key(0), 16, 3)
+    with pytest.raises(ValueError, match="num_kv_heads"):
+        attention.init_multi_head(jax.random.key(0), 16, 4, num_kv_heads=3)
+    with pytest.raises(ValueError, match="implementation"):
+        attention.dot_product_attention(q, k, v, implementation="cuda")
