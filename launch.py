@@ -2,7 +2,8 @@
 
     python launch.py --config=experiments/<name>.py[:variant] --workdir=DIR [--config.optim.lr=3e-4 ...]
     python launch.py --list
-    python launch.py --config=... --workdir=DIR --sweep='optim.lr=1e-3,3e-3;model.hidden=8,16' [--sweep_launch]
+    python launch.py --config=... --workdir=DIR --sweep='optim.lr=1e-3,3e-3;model.hidden=8,16'
+    (add --sweep_launch to print one command per grid point instead of running them)
 
 Multi-host: add --coordinator_address=HOST:PORT --num_processes=N --process_id=I on every process.
 Usage errors (unknown experiment, config key, wrong value type, missing workdir) print one line and exit 2.
@@ -26,7 +27,7 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "experiments/<name>.py[:variant]", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, plots and summary.json.")
 flags.DEFINE_bool("list", False, "List the experiments with their one-line descriptions and exit.")
-flags.DEFINE_string("sweep", "", "Grid 'a.b=v1,v2;c.d=w1,w2': each point runs in its own workdir under --workdir.")
+flags.DEFINE_string("sweep", "", "Grid 'a.b=v1,v2;c.d=w1,w2'; one run per point under --workdir.")
 flags.DEFINE_bool("sweep_launch", False, "With --sweep: print one command per point instead of running them.")
 flags.DEFINE_string("coordinator_address", "", "host:port of process 0, for multi-process runs.")
 flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process runs).")

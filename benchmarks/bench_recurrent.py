@@ -68,6 +68,7 @@ def _seqjax(kind, fused, config):
 
 
 def _flax(kind, config):
+    import jax.numpy as jnp
     from flax import nnx
 
     def init(key):
@@ -79,7 +80,10 @@ def _flax(kind, config):
         return params
 
     def apply(params, x):
-        return nnx.merge(holder["graphdef"], params, holder["rest"])(x)
+        # An explicit zero carry: nnx.RNN would otherwise draw it from its rng stream inside jit.
+        zeros = jnp.zeros((x.shape[0], config["H"]), x.dtype)
+        carry = (zeros, zeros) if kind == "lstm" else zeros
+        return nnx.merge(holder["graphdef"], params, holder["rest"])(x, initial_carry=carry)
 
     holder = {}
     return _jax_setup(init, apply, config)

@@ -30,18 +30,20 @@ def get_config(arg: str | None = None):
     d.max_train_windows = 0  # 0 = all
     m = c.model
     m.cell = "lstm"
-    m.hidden = 32
+    m.hidden = 16
     m.num_layers = 1
     m.dropout = 0.2
     m.loss = "mse"
     c.optim.lr = 1e-3
-    c.optim.weight_decay = 1e-3
+    c.optim.weight_decay = 1e-2
     c.optim.warmup_steps = 50
-    c.train.steps = 1500
+    # Short training on purpose: validation loss is lowest after a few hundred steps and rises after (with 1500
+    # steps and H = 32 the test MAE ended 7.7% worse than persistence): day-ahead returns are mostly noise.
+    c.train.steps = 300
     c.train.batch_size = 64
-    c.train.eval_every = 250
+    c.train.eval_every = 100
     c.train.log_every = 100
-    c.train.checkpoint_every = 500
+    c.train.checkpoint_every = 100
     for p in parts:
         if p in CELLS:
             m.cell = p

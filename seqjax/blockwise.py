@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from seqjax import masks as masks_lib
+
 DEFAULT_Q_BLOCK = 256
 DEFAULT_KV_BLOCK = 256
 
@@ -69,14 +71,6 @@ def _pick_block(length: int, block: int, name: str) -> int:
     if not isinstance(block, int | np.integer) or block <= 0:
         raise ValueError(f"{name}: expected a positive int, got {block!r}")
     return min(int(block), length)
-
-
-def _check_rank4(x, B, N, T, S, name):
-    shape = tuple(np.shape(x))
-    full = (B, N, T, S)
-    if len(shape) != 4 or any(d not in (1, f) for d, f in zip(shape, full, strict=True)):
-        raise ValueError(f"{name}: expected a rank-4 array broadcastable to [B, N, T, S] = {list(full)}, "
-                         f"got shape {shape}")
 
 
 def _pad_axis(x: jax.Array, axis: int, to: int, value) -> jax.Array:
@@ -200,19 +194,27 @@ def _backward(cfg: _Config, q, k, v, mask, bias, key, out, lse, dout):
     Returns dq (w.r.t. the scaled q), dk, dv and dbias (None without a bias), all f32.
     """
     bq, bk = cfg.bq, cfg.bk
+    B, M, G, Tp, K = q.shape
+    Kv = v.shape[-1]
     delta = jnp.sum(dout * out, axis=-1)  # [B, M, G, Tp]
-    dq0 = jnp.zeros(q.shape, jnp.float32)
-    dk0 = jnp.zeros(k.shape, jnp.float32)
-    dv0 = jnp.zeros(v.shape, jnp.float32)
-    db0 = None if bias is None else jnp.zeros(bias.shape, jnp.float32)
     dout = dout.astype(v.dtype)
+    # dk and dv contract over the query rows. Keeping q and dout transposed, with the (G, T) rows last, makes
+    # those products plain [K, rows] @ [rows, bk] matmuls and spares a transpose of every [rows, bk] block.
+    qt = q.transpose(0, 1, 4, 2, 3)  # [B, M, K, G, Tp]
+    dout_t = dout.transpose(0, 1, 4, 2, 3)  # [B, M, Kv, G, Tp]
+    dq0 = jnp.zeros(q.shape, jnp.float32)
+    dkt0 = jnp.zeros((B, M, K, k.shape[2]), jnp.float32)  # dk^T [B, M, K, Sp]
+    dvt0 = jnp.zeros((B, M, Kv, v.shape[2]), jnp.float32)  # dv^T [B, M, Kv, Sp]
+    db0 = None if bias is None else jnp.zeros(bias.shape, jnp.float32)
 
     def step(carry, ij, masked):
         """One block pair; the scan over pairs replaces the loop in the docstring of `_backward`."""
-        dq, dk, dv, db = carry
+        dq, dkt, dvt, db = carry
         i, j = ij
         qi = jax.lax.dynamic_slice_in_dim(q, i * bq, bq, axis=3)  # [B, M, G, bq, K]
+        qti = jax.lax.dynamic_slice_in_dim(qt, i * bq, bq, axis=4)  # [B, M, K, G, bq]
         doi = jax.lax.dynamic_slice_in_dim(dout, i * bq, bq, axis=3)  # [B, M, G, bq, Kv]
+        doti = jax.lax.dynamic_slice_in_dim(dout_t, i * bq, bq, axis=4)  # [B, M, Kv, G, bq]
         lse_i = jax.lax.dynamic_slice_in_dim(lse, i * bq, bq, axis=3)  # [B, M, G, bq]
         delta_i = jax.lax.dynamic_slice_in_dim(delta, i * bq, bq, axis=3)
         kj = jax.lax.dynamic_slice_in_dim(k, j * bk, bk, axis=2)  # [B, M, bk, K]
@@ -226,15 +228,15 @@ def _backward(cfg: _Config, q, k, v, mask, bias, key, out, lse, dout):
         else:
             pz = p
         ds = p * (dp - delta_i[..., None])
-        dv_j = jnp.einsum("bmgqs,bmgqk->bmsk", pz.astype(v.dtype), doi, preferred_element_type=jnp.float32)
-        dk_j = jnp.einsum("bmgqs,bmgqk->bmsk", ds.astype(q.dtype), qi, preferred_element_type=jnp.float32)
+        dvt_j = jnp.einsum("bmkgq,bmgqs->bmks", doti, pz.astype(v.dtype), preferred_element_type=jnp.float32)
+        dkt_j = jnp.einsum("bmkgq,bmgqs->bmks", qti, ds.astype(q.dtype), preferred_element_type=jnp.float32)
         dq_i = jnp.einsum("bmgqs,bmsk->bmgqk", ds.astype(k.dtype), kj, preferred_element_type=jnp.float32)
         dq = jax.lax.dynamic_update_slice_in_dim(
             dq, jax.lax.dynamic_slice_in_dim(dq, i * bq, bq, axis=3) + dq_i, i * bq, axis=3)
-        dk = jax.lax.dynamic_update_slice_in_dim(
-            dk, jax.lax.dynamic_slice_in_dim(dk, j * bk, bk, axis=2) + dk_j, j * bk, axis=2)
-        dv = jax.lax.dynamic_update_slice_in_dim(
-            dv, jax.lax.dynamic_slice_in_dim(dv, j * bk, bk, axis=2) + dv_j, j * bk, axis=2)
+        dkt = jax.lax.dynamic_update_slice_in_dim(
+            dkt, jax.lax.dynamic_slice_in_dim(dkt, j * bk, bk, axis=3) + dkt_j, j * bk, axis=3)
+        dvt = jax.lax.dynamic_update_slice_in_dim(
+            dvt, jax.lax.dynamic_slice_in_dim(dvt, j * bk, bk, axis=3) + dvt_j, j * bk, axis=3)
         if db is not None:
             db_ij = _slice_block(db, i, j, bq, bk)
             # Sum ds over every axis the bias broadcasts along: [B, M, G, bq, bk] -> db_ij's shape.
@@ -242,14 +244,15 @@ def _backward(cfg: _Config, q, k, v, mask, bias, key, out, lse, dout):
             db_ij = db_ij + jnp.sum(ds, axis=axes, keepdims=True)
             db = jax.lax.dynamic_update_slice(db, db_ij, (0, 0, 0, i * bq * (db.shape[3] != 1),
                                                           j * bk * (db.shape[4] != 1)))
-        return (dq, dk, dv, db), None
+        return (dq, dkt, dvt, db), None
 
-    carry = (dq0, dk0, dv0, db0)
+    carry = (dq0, dkt0, dvt0, db0)
     for pairs, masked in ((cfg.free_pairs, False), (cfg.masked_pairs, True)):
         if pairs:
             carry, _ = jax.lax.scan(lambda c, ij, masked=masked: step(c, ij, masked), carry,
                                     _pair_arrays(pairs), unroll=cfg.unroll)
-    return carry
+    dq, dkt, dvt, db = carry
+    return dq, dkt.transpose(0, 1, 3, 2), dvt.transpose(0, 1, 3, 2), db
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -309,11 +312,11 @@ def blockwise_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Arra
     if T == 0 or S == 0:
         raise ValueError(f"q, k: need T > 0 and S > 0, got q {tuple(q.shape)}, k {tuple(k.shape)}")
     if mask is not None:
-        _check_rank4(mask, B, N, T, S, "mask")
+        masks_lib.check_attention_mask(mask, B, N, T, S, "mask")
         if mask.dtype != jnp.bool_:
             raise ValueError(f"mask: expected a bool array, got dtype {mask.dtype}")
     if bias is not None:
-        _check_rank4(bias, B, N, T, S, "bias")
+        masks_lib.check_attention_mask(bias, B, N, T, S, "bias")
     if not 0.0 <= dropout_rate < 1.0:
         raise ValueError(f"dropout_rate: must be in [0, 1), got {dropout_rate}")
     bq = _pick_block(T, q_block, "q_block")

@@ -66,7 +66,7 @@ class Checkpoints:
         self.manager.reload()
 
     def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict] | None:
-        """Newest loadable checkpoint, falling back over corrupt ones; None only if there are no checkpoints."""
+        """Newest loadable checkpoint, falling back over corrupt ones; None only if there are none at all."""
         steps = self.all_steps()
         failures = []
         for step in reversed(steps):
@@ -85,8 +85,8 @@ class Checkpoints:
                 continue
             return step, out.state, dict(out.meta)
         if failures:
-            raise CheckpointError(f"no readable checkpoint in {self.directory}: steps {failures} all failed to "
-                                  "load (moved to corrupt_checkpoints/); refusing to restart from scratch")
+            raise CheckpointError(f"no readable checkpoint in {self.directory}: steps {failures} all failed "
+                                  "to load (moved to corrupt_checkpoints/); refusing to restart from scratch")
         return None
 
     def close(self) -> None:
@@ -94,7 +94,7 @@ class Checkpoints:
         self.manager.close()
 
 
-def _flat_by_path(tree: Any) -> dict[str, Any]:
+def flat_by_path(tree: Any) -> dict[str, Any]:
     out = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         names = []
@@ -126,8 +126,8 @@ def load_params(path: str, params: Any) -> Any:
 
     Raises ValueError "checkpoint from another model" if the parameter names or shapes differ.
     """
-    saved = _flat_by_path(load_raw(path)["params"])
-    wanted = _flat_by_path(params)
+    saved = flat_by_path(load_raw(path)["params"])
+    wanted = flat_by_path(params)
     missing = sorted(set(wanted) - set(saved))
     unexpected = sorted(set(saved) - set(wanted))
     shapes = [f"{k}: saved {np.shape(saved[k])}, model {np.shape(v)}" for k, v in wanted.items()
@@ -136,7 +136,7 @@ def load_params(path: str, params: Any) -> Any:
         raise ValueError(f"train.init_from={path!r}: checkpoint from another model: missing {missing[:5]}, "
                          f"unexpected {unexpected[:5]}, shape mismatches {shapes[:5]}")
     leaves, treedef = jax.tree_util.tree_flatten(params)
-    keys = list(_flat_by_path(params))
+    keys = list(flat_by_path(params))
     new = [jax.device_put(np.asarray(saved[k]).astype(leaf.dtype), leaf.sharding) for k, leaf in
            zip(keys, leaves, strict=True)]
     return jax.tree_util.tree_unflatten(treedef, new)

@@ -1,4 +1,4 @@
-"""The base experiment config. Every experiment's `get_config(arg)` starts from `base()` and fills in its fields.
+"""The base experiment config: every experiment's `get_config(arg)` starts from `base()` and fills it in.
 
 Fields (units and meaning):
 
@@ -9,10 +9,10 @@ Fields (units and meaning):
 - optim.name: "adamw" | "adam" | "sgd" (sgd uses `momentum`; 0 gives plain SGD).
 - optim.lr: peak learning rate, reached after `warmup_steps` of linear warmup from 0.
 - optim.b1, optim.b2, optim.eps: Adam moments and epsilon.
-- optim.weight_decay: decoupled (AdamW-style) decay for adamw and sgd; applied only to weights of rank >= 2
-  whose path does not name a bias, norm scale or embedding (see optim.decay_mask). Ignored by "adam".
+- optim.weight_decay: decoupled decay for adamw, L2 added to the gradient for sgd, ignored by adam;
+  applied only to weights of rank >= 2 whose path names no bias or norm scale (see optim.decay_mask).
 - optim.momentum: SGD momentum (0 = none); nesterov: bool.
-- optim.schedule: "cosine" | "linear" | "constant": decay after warmup, to `lr * end_lr_factor` at train.steps.
+- optim.schedule: "cosine" | "linear" | "constant": decay after warmup, to `lr * end_lr_factor` at the end.
 - optim.warmup_steps, optim.end_lr_factor.
 - optim.clip_norm: global gradient-norm clip (0 or None = off).
 - optim.accum_steps: split each global batch into this many micro-batches, summed by a scan inside one step
@@ -22,11 +22,11 @@ Fields (units and meaning):
   (0 = the whole split, last batch wrapped around).
 - train.log_every: console/metrics line every N steps. train.checkpoint_every: save every N steps (0 = only at
   the end); keep_checkpoints: how many to keep; async_checkpoints: save in a background thread.
-- train.parallel: "mesh" (jax.jit over a 1-D device mesh with axis "data"; default), "pmap", or "none" (one device).
+- train.parallel: "mesh" (jit over a 1-D device mesh, axis "data"; default), "pmap", or "none" (one device).
 - train.mixed_precision: bf16 compute with f32 params and optimiser state.
 - train.init_from: path of another run's workdir or checkpoint step dir whose params initialise this run.
 - train.plots: write training-curve PNGs at the end.
-- train.debug_kill_at_step: test hook; after the checkpoint at this step is on disk, SIGKILL the process (0 = off).
+- train.debug_kill_at_step: test hook: once the checkpoint at this step is on disk, SIGKILL itself (0 = off).
 - distributed.coordinator_address / num_processes / process_id: for jax.distributed.initialize; empty/None
   means single process.
 """

@@ -1,4 +1,4 @@
-"""What a run leaves behind besides checkpoints: JSON-lines metrics, TensorBoard events, curve PNGs, JSON files.
+"""What a run leaves besides checkpoints: JSON-lines metrics, TensorBoard events, curve PNGs, JSON files.
 
 `flax.metrics.tensorboard` needs TensorFlow, which is not installed, so events are written with TensorBoard's
 own TF-free `tensorboard.summary.Writer`. Only process 0 writes (`enabled=False` elsewhere).

@@ -7,7 +7,7 @@ checkpoints and the dropout key all count the same steps) and no half-accumulate
 optimiser state.
 
 Mixed precision: parameters and optimiser state stay float32; the loss casts a bf16 copy of the floating
-parameters (`cast_floating`) for the forward/backward pass, so gradients come back in float32 through the cast.
+parameters (`cast_floating`) for the forward/backward pass, and gradients reach the f32 params via the cast.
 """
 from __future__ import annotations
 
@@ -79,7 +79,8 @@ def make_optimizer(optim, total_steps: int) -> tuple[optax.GradientTransformatio
     schedule = make_schedule(optim, total_steps)
     wd = float(optim.weight_decay)
     if optim.name == "adamw":
-        core = optax.adamw(schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps, weight_decay=wd, mask=decay_mask)
+        core = optax.adamw(schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps, weight_decay=wd,
+                           mask=decay_mask)
     elif optim.name == "adam":
         core = optax.adam(schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps)
     elif optim.name == "sgd":

@@ -1,12 +1,13 @@
 """Devices, meshes and batch placement for the three execution modes of `train.py`.
 
-- "mesh" (default): `jax.jit` over a 1-D mesh with axis "data" spanning every device of every process. Parameters
-  and optimiser state are replicated (`P()`), each batch is split along B (`P("data")`). The mesh uses
-  `AxisType.Auto` (GSPMD propagation), not jax 0.10's `make_mesh` default `Explicit`: models here carry no
-  sharding annotations, and Explicit ("sharding in types") would reject reshapes of the sharded batch axis
-  (e.g. splitting B into micro-batches) that Auto handles by inserting the collectives itself.
-- "pmap": `jax.pmap` over this process's devices with axis name "data"; state is copied per device and the step
-  averages gradients with `lax.pmean` across all devices of all processes.
+- "mesh" (default): `jax.jit` over a 1-D mesh with axis "data" spanning every device of every process.
+  Parameters and optimiser state are replicated (`P()`), each batch is split along B (`P("data")`). The mesh
+  uses `AxisType.Auto` (GSPMD propagation), not jax 0.10's `make_mesh` default `Explicit`: models here carry
+  no sharding annotations, and Explicit ("sharding in types") raises ShardingTypeError on ops whose output
+  sharding is ambiguous, e.g. the [B] -> [A, B/A] reshape that splits micro-batches, or a gather along B
+  (checked on jax 0.10.2); Auto lets the compiler choose and insert collectives.
+- "pmap": `jax.pmap` over this process's devices with axis name "data"; state is copied per device and the
+  step averages gradients with `lax.pmean` across all devices of all processes.
 - "none": plain `jax.jit` on one device.
 
 In every mode each process holds `batch_size // process_count` rows of the global batch.
@@ -35,7 +36,8 @@ def initialize_distributed(coordinator_address: str = "", num_processes: int | N
     if not coordinator_address:
         raise ValueError(f"distributed.coordinator_address: required for num_processes={num_processes}")
     if num_processes is None or process_id is None or not 0 <= process_id < num_processes:
-        raise ValueError(f"distributed.process_id: expected in [0, num_processes={num_processes}), got {process_id}")
+        raise ValueError(f"distributed.process_id: expected in [0, num_processes={num_processes}), "
+                         f"got {process_id}")
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
                                process_id=process_id)

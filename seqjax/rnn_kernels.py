@@ -1,8 +1,8 @@
 """Fused LSTM and GRU layers for training: a hand-written backward pass (`jax.custom_vjp`) around `lax.scan`.
 
-`lstm_layer(params, xs, ...)` and `gru_layer(params, xs, ...)` compute exactly what `scan.unroll` computes with
-`Cell("lstm")` / `Cell("gru")` (PyTorch variant), including padding (a padded step keeps the state and outputs
-zeros), reverse scans and variational recurrent dropout, but differentiate much more cheaply:
+`lstm_layer(params, xs, ...)` and `gru_layer(params, xs, ...)` compute exactly what `scan.unroll` computes
+with `Cell("lstm")` / `Cell("gru")` (PyTorch variant), including padding (a padded step keeps the state and
+outputs zeros), reverse scans and variational recurrent dropout, but differentiate much more cheaply:
 
   * forward: the input projection of all T steps is one matmul `[B*T, D] @ [D, G*H]` before the scan; the scan
     does only `h @ W_h` and the gate maths, and saves the gate activations it has computed anyway;
@@ -51,7 +51,8 @@ def _check_inputs(name: str, params, params_type, gates: int, xs, state, state_t
                          f"got xs shape {tuple(np.shape(xs))}")
     if state is not None:
         if not isinstance(state, state_type):
-            raise ValueError(f"initial_state: {name} expects a {state_type.__name__}, got {type(state).__name__}")
+            raise ValueError(f"initial_state: {name} expects a {state_type.__name__}, "
+                             f"got {type(state).__name__}")
         for field, leaf in zip(state._fields, state, strict=True):
             if tuple(np.shape(leaf)) != (B, H):
                 raise ValueError(f"initial_state.{field}: expected shape (B, H) = ({B}, {H}), "
@@ -68,7 +69,7 @@ def _prepare(xs, lengths, mask, recurrent_dropout, key, B, H, dtype):
 
 
 def _previous(seq: jax.Array, first: jax.Array, reverse: bool) -> jax.Array:
-    """seq [T, B, H] of states after each step -> the state before each step (`first` before the first one)."""
+    """seq [T, B, H] of states after each step -> the state before each step (`first` before step one)."""
     if reverse:
         return jnp.concatenate([seq[1:], first[None]], axis=0)
     return jnp.concatenate([first[None], seq[:-1]], axis=0)
@@ -209,7 +210,8 @@ def _lstm_fwd(params, xs, keep, rmask, h0, c0, reverse, forward_unroll, backward
 
 def _lstm_bwd(reverse, forward_unroll, backward_unroll, residuals, cotangents):
     d_ys, d_final = cotangents
-    d_params, dxs, d_h0, d_c0 = _lstm_backward(residuals, d_ys, d_final.h, d_final.c, reverse, backward_unroll)
+    d_params, dxs, d_h0, d_c0 = _lstm_backward(residuals, d_ys, d_final.h, d_final.c, reverse,
+                                               backward_unroll)
     return d_params, dxs, None, None, d_h0, d_c0
 
 

@@ -2,7 +2,7 @@
 
 An experiment's config names a task module in `config.task`: either a module under `seqjax.tasks`
 ("copy" means `seqjax.tasks.copy`) or a full dotted path ("experiments.toy_smoke"). That module exposes
-`build(config) -> Task`. The trainer owns everything else: optimiser, jit/pmap, sharding, checkpoints, logging.
+`build(config) -> Task`. The trainer owns the rest: optimiser, jit/pmap, sharding, checkpoints, logging.
 """
 from __future__ import annotations
 
@@ -27,7 +27,9 @@ class Task(Protocol):
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Mean loss over the batch and scalar metrics. key=None means evaluation (no dropout)."""
 
-    def evaluate(self, model: nnx.Module, splits: dict[str, dict[str, np.ndarray]], workdir: str) -> dict[str, float]:
+    def evaluate(
+        self, model: nnx.Module, splits: dict[str, dict[str, np.ndarray]], workdir: str
+    ) -> dict[str, float]:
         """Final report after training (test metrics, baselines, figures in workdir). May be slow."""
 
 

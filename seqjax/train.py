@@ -44,10 +44,17 @@ def log(msg: str) -> None:
 
 
 def init_state(task: Task, tx: optax.GradientTransformation, seed: int) -> tuple[nnx.GraphDef, TrainState]:
-    """(graphdef, TrainState at step 0) from `task.model(nnx.Rngs(seed))`."""
-    model = task.model(nnx.Rngs(seed))
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    return graphdef, TrainState(jnp.zeros((), jnp.int32), params, rest, tx.init(params))
+    """(graphdef, TrainState at step 0) from `task.model(nnx.Rngs(seed))`.
+
+    Initialisation runs as one jitted function: op-by-op it would compile every initialiser separately.
+    """
+
+    def make() -> TrainState:
+        _, params, rest = nnx.split(task.model(nnx.Rngs(seed)), nnx.Param, ...)
+        return TrainState(jnp.zeros((), jnp.int32), params, rest, tx.init(params))
+
+    graphdef = nnx.split(nnx.eval_shape(lambda: task.model(nnx.Rngs(seed))), nnx.Param, ...)[0]
+    return graphdef, jax.jit(make)()
 
 
 def step_key(rng: jax.Array, step: jax.Array, micro: int | jax.Array = 0) -> jax.Array:
@@ -67,15 +74,17 @@ def make_train_step(task: Task, graphdef: nnx.GraphDef, tx: optax.GradientTransf
                     mixed_precision: bool = False, axis_name: str | None = None) -> Callable:
     """A pure `train_step(state, batch, rng) -> (state, metrics)`.
 
-    `batch` leaves are [B, ...] (this device's rows under pmap). With `accum_steps` A > 1 the batch is split into
-    A micro-batches [A, B/A, ...] whose gradients are averaged before one optimiser update. Under pmap
+    `batch` leaves are [B, ...] (this device's rows under pmap). With `accum_steps` A > 1 the batch is split
+    into A micro-batches [A, B/A, ...] whose gradients are averaged before one optimiser update. Under pmap
     (`axis_name` set), gradients, loss and metrics are averaged over devices and the dropout key also folds in
     the device index; under the mesh the key covers the global batch, so 1 and N devices draw the same masks.
     """
     compute_dtype = jnp.bfloat16 if mixed_precision else None
 
     def loss_fn(params, rest, batch, key):
-        model = nnx.merge(graphdef, optim.cast_floating(params, compute_dtype) if compute_dtype else params, rest)
+        if compute_dtype is not None:
+            params = optim.cast_floating(params, compute_dtype)
+        model = nnx.merge(graphdef, params, rest)
         loss, metrics = task.loss(model, batch, key)
         _, _, new_rest = nnx.split(model, nnx.Param, ...)
         return loss.astype(jnp.float32), (jax.tree.map(lambda m: m.astype(jnp.float32), metrics), new_rest)
@@ -134,7 +143,8 @@ class Runner:
     mode "pmap": pmap over local devices, axis "data", state donated. mode "none": jit on one device.
     """
 
-    def __init__(self, mode: str, train_step_fn: Callable, eval_step_fn: Callable, devices: list | None = None):
+    def __init__(self, mode: str, train_step_fn: Callable, eval_step_fn: Callable,
+                 devices: list | None = None):
         self.mode = mode
         if mode == "mesh":
             self.mesh = parallel.make_mesh(devices)
@@ -257,8 +267,8 @@ def train_and_evaluate(config, workdir: str, experiment: str = "") -> dict:
         host_state = host_state._replace(params=params, opt_state=tx.init(params))
         log(f"initialised params from {t.init_from}")
 
-    train_iter = ArrayIterator(splits["train"], t.batch_size, seed=config.seed, process_index=jax.process_index(),
-                               process_count=jax.process_count())
+    train_iter = ArrayIterator(splits["train"], t.batch_size, seed=config.seed,
+                               process_index=jax.process_index(), process_count=jax.process_count())
     checkpoints = ckpt_lib.Checkpoints(workdir, keep=t.keep_checkpoints, async_save=t.async_checkpoints)
     state = runner.place_state(host_state)
     restored = checkpoints.restore_latest(ckpt_lib.abstract_tree(runner.checkpointable(state)))
@@ -290,7 +300,7 @@ def train_and_evaluate(config, workdir: str, experiment: str = "") -> dict:
         return result
 
     step, status, last_eval = step0, "completed", {}
-    pending = []  # (step, loss array) not yet checked for finiteness: checked in bulk to avoid a sync per step
+    pending = []  # (step, loss) not yet checked for finiteness; checked in bulk to avoid a sync every step
     window_start, window_steps = time.time(), 0
 
     def check_finite():

@@ -308,6 +308,15 @@ def _valid_mask(lengths, mask, B: int, T: int, name: str = "lengths") -> jax.Arr
     return None
 
 
+def _check_cache_room(cache: decoding.KVCache, t: int) -> None:
+    """t new tokens must fit the stacked cache [L, B, S_max, M, K]; the index is checked when concrete."""
+    S_max = cache.k.shape[2]
+    positional.check_length(t, S_max, "tokens (cache)")
+    if not isinstance(cache.index, jax.core.Tracer) and int(cache.index[0]) + t > S_max:
+        raise ValueError(f"tokens: writing {t} positions at index {int(cache.index[0])} exceeds the cache "
+                         f"length S_max = {S_max}")
+
+
 def _block_kwargs(num_kv_heads, dropout_rate, attention_dropout_rate, pre_ln, rope) -> dict[str, Any]:
     return dict(num_kv_heads=num_kv_heads, dropout_rate=dropout_rate, attention_dropout_rate=attention_dropout_rate,
                 pre_ln=pre_ln, rope=rope)
@@ -452,7 +461,7 @@ class DecoderOnly(nnx.Module):
 
     def decode(self, tokens: jax.Array, cache: decoding.KVCache) -> tuple[jax.Array, decoding.KVCache]:
         """Feed tokens int[B, t] after the cached prefix: (logits [B, t, V], updated cache)."""
-        positional.check_length(tokens.shape[1], cache.k.shape[2], "tokens (cache)")
+        _check_cache_room(cache, tokens.shape[1])
         logits, cache, _ = self.transform(self.embed(tokens), offset=cache.index[0], cache=cache)
         return logits, cache
 
@@ -550,7 +559,7 @@ class EncoderDecoder(nnx.Module):
 
     def decode(self, tokens: jax.Array, memory: jax.Array, src_valid: jax.Array, cache: decoding.KVCache):
         """Feed target tokens int[B, t] after the cached prefix: (logits [B, t, V], updated cache)."""
-        positional.check_length(tokens.shape[1], cache.k.shape[2], "tokens (cache)")
+        _check_cache_room(cache, tokens.shape[1])
         logits, cache, _ = self.decode_embeddings(self.embed(tokens), memory, src_valid, offset=cache.index[0],
                                                   cache=cache)
         return logits, cache

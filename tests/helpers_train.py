@@ -1,16 +1,32 @@
-"""Test-only helpers for the training-engine tests: the tiny toy experiment, subprocess launches, param reads."""
+"""Helpers for the training-engine tests: the tiny toy experiment, subprocess launches, param reads."""
 from __future__ import annotations
 
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # `experiments` and `seqjax` live at the repository root, which may not be installed
     sys.path.insert(0, ROOT)
+
+# The engine tests compile the same tiny steps in many runs and subprocesses: a persistent compilation cache
+# (test-only, per user) makes the repeats cheap. It changes no numerics.
+CACHE_DIR = os.path.join(tempfile.gettempdir(), f"seqjax-test-jax-cache-{os.getuid()}")
+
+
+def _enable_cache():
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", CACHE_DIR)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+_enable_cache()
 TOY = os.path.join(ROOT, "experiments", "toy_smoke.py")
 
 
@@ -35,12 +51,9 @@ def toy_config(**overrides):
 
 def final_params(workdir: str, step: int | None = None) -> dict[str, np.ndarray]:
     """{path: array} of the params in the run's latest (or given) checkpoint."""
-    import jax
+    from seqjax.checkpoint import flat_by_path, load_raw
 
-    from seqjax.checkpoint import load_raw
-
-    params = load_raw(workdir, step)["params"]
-    return {jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+    return {k: np.asarray(v) for k, v in flat_by_path(load_raw(workdir, step)["params"]).items()}
 
 
 def assert_params_equal(a: dict, b: dict, exact: bool = True, atol: float = 1e-5):
@@ -54,7 +67,9 @@ def assert_params_equal(a: dict, b: dict, exact: bool = True, atol: float = 1e-5
 
 def launch_env(devices: int = 4) -> dict:
     env = dict(os.environ)
-    env.update(JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(devices), PYTHONPATH=ROOT)
+    env.update(JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(devices), PYTHONPATH=ROOT,
+               JAX_COMPILATION_CACHE_DIR=CACHE_DIR, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
     return env
 
 
@@ -63,8 +78,8 @@ def launch_cmd(*args) -> list[str]:
 
 
 def run_launch(*args, devices: int = 4, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(launch_cmd(*args), cwd=ROOT, env=launch_env(devices), capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(launch_cmd(*args), cwd=ROOT, env=launch_env(devices), capture_output=True,
+                          text=True, timeout=timeout)
 
 
 def overrides(config_overrides: dict) -> list[str]:

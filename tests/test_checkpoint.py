@@ -40,7 +40,8 @@ def step_dirs(workdir):
 
 def test_sigkill_then_resume_is_bitwise_identical(straight, tmp_path):
     workdir = str(tmp_path)
-    args = [f"--config={TOY}:smoke", f"--workdir={workdir}"] + [f"--config.{k}={v}" for k, v in CONFIG.items()]
+    args = [f"--config={TOY}:smoke", f"--workdir={workdir}",
+            *(f"--config.{k}={v}" for k, v in CONFIG.items())]
     killed = run_launch(*args, "--config.train.plots=False", "--config.train.debug_kill_at_step=4")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert step_dirs(workdir) == [4]
@@ -60,7 +61,8 @@ def test_signal_saves_and_exits_cleanly(tmp_path, sig):
     proc = subprocess.Popen(launch_cmd(f"--config={TOY}:smoke", f"--workdir={workdir}",
                                        "--config.train.steps=1000000", "--config.train.checkpoint_every=0",
                                        "--config.train.log_every=1", "--config.train.plots=False"),
-                            cwd=ROOT, env=launch_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            cwd=ROOT, env=launch_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
     metrics = os.path.join(workdir, "metrics.jsonl")
     deadline = time.time() + 90
     while not (os.path.exists(metrics) and os.path.getsize(metrics) > 0) and proc.poll() is None:
@@ -110,7 +112,7 @@ def test_init_from_loads_params_and_rejects_another_model(straight):
     _, state = train.init_state(task, tx, seed=123)
     loaded = checkpoint.load_params(straight, state.params)
     want = final_params(straight)
-    got = {jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(loaded)[0]}
+    got = {k: np.asarray(v) for k, v in checkpoint.flat_by_path(loaded).items()}
     assert_params_equal(got, want)
 
     other = toy_config(**{**CONFIG, "model.hidden": 8})

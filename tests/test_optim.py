@@ -1,4 +1,4 @@
-"""Optimisers, schedules, the weight-decay mask and casting, each against a NumPy reference written out by hand."""
+"""Optimisers, schedules, the weight-decay mask and casting, each against a hand-written NumPy reference."""
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -25,7 +25,8 @@ def np_params(rng):
 @pytest.mark.parametrize("kind", ["cosine", "linear", "constant"])
 def test_schedule_matches_formula(kind):
     lr, warmup, total, end = 0.1, 3, 13, 0.1
-    sched = optim.make_schedule(optim_cfg(lr=lr, warmup_steps=warmup, schedule=kind, end_lr_factor=end), total)
+    cfg = optim_cfg(lr=lr, warmup_steps=warmup, schedule=kind, end_lr_factor=end)
+    sched = optim.make_schedule(cfg, total)
     for s in range(total + 1):
         if s < warmup:
             want = lr * s / warmup
@@ -76,7 +77,8 @@ def test_adamw_two_steps_with_clipping_and_masked_decay():
                 p[a][b] = p[a][b] - lr * (mhat / (np.sqrt(vhat) + eps) + wd * decay[a][b] * p[a][b])
     for a in p:
         for b in p[a]:
-            np.testing.assert_allclose(np.asarray(params[a][b]), p[a][b], rtol=1e-5, atol=1e-6, err_msg=f"{a}.{b}")
+            np.testing.assert_allclose(np.asarray(params[a][b]), p[a][b], rtol=1e-5, atol=1e-6,
+                                       err_msg=f"{a}.{b}")
 
 
 def test_sgd_momentum_with_l2_decay_and_warmup():

@@ -135,7 +135,7 @@ def test_greedy_decode_equals_python_loop(attention):
         if attention is not None:
             n = SRC_LENGTHS[b]
             for t, w in enumerate(ws):
-                np.testing.assert_allclose(weights[b, t, :n], w, **TOL)
+                np.testing.assert_allclose(weights[b, t], w, **TOL)
             np.testing.assert_array_equal(weights[b, :, n:], 0.0)  # source padding gets no attention
             np.testing.assert_allclose(weights[b, :len(toks)].sum(-1), 1.0, **TOL)
             np.testing.assert_array_equal(weights[b, len(toks):], 0.0)
@@ -148,19 +148,32 @@ def test_teacher_forcing_equals_stepwise_decoder(attention):
     tgt_in = jax.random.randint(jax.random.key(5), (B, 4), 0, V_TGT)
     logits, weights = patterns.teacher_forcing(spec, params, src, jnp.asarray(SRC_LENGTHS), tgt_in,
                                                return_attention=True)
-    assert logits.shape == (B, 4, V_TGT)
-    for b in range(B):
-        n = int(SRC_LENGTHS[b])
-        enc = encode_jit(spec, params, src[b:b + 1, :n], jnp.asarray([n]))
-        state = enc.state
-        for t in range(4):
-            state, lg, w = step_jit(spec, params, enc, state, tgt_in[b:b + 1, t])
-            np.testing.assert_allclose(logits[b, t], lg[0], **TOL)
-            if w is not None:
-                np.testing.assert_allclose(weights[b, t, :n], w[0], **TOL)
-                np.testing.assert_allclose(weights[b, t].sum(), 1.0, **TOL)
-    grads = jax.grad(lambda p: jnp.sum(patterns.teacher_forcing(spec, p, src, SRC_LENGTHS, tgt_in)))(params)
-    assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
+    assert logits.shape == (B, 4, V_TGT) and weights.shape == (B, 4, S)
+    enc = encode_jit(spec, params, src, jnp.asarray(SRC_LENGTHS))
+    state = enc.state
+    for t in range(4):
+        state, lg, w = step_jit(spec, params, enc, state, tgt_in[:, t])
+        np.testing.assert_allclose(logits[:, t], lg, **TOL)
+        if w is not None:
+            np.testing.assert_allclose(weights[:, t], w, **TOL)
+    if attention is not None:
+        np.testing.assert_allclose(weights.sum(-1), 1.0, **TOL)
+        np.testing.assert_array_equal(np.where(np.arange(S)[None, None] >= SRC_LENGTHS[:, None, None],
+                                               weights, 0.0), 0.0)
+    if attention == "bahdanau":
+        loss = lambda p: jnp.sum(patterns.teacher_forcing(spec, p, src, SRC_LENGTHS, tgt_in))
+        grads = jax.grad(loss)(params)
+        assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
+
+
+def test_padded_source_equals_truncated_source():
+    """Source padding changes nothing: the padded batch decodes like each source alone, unpadded."""
+    spec, params, src = make("bahdanau")
+    tgt_in = jax.random.randint(jax.random.key(5), (B, 3), 0, V_TGT)
+    logits = patterns.teacher_forcing(spec, params, src, jnp.asarray(SRC_LENGTHS), tgt_in)
+    b, n = 2, int(SRC_LENGTHS[2])
+    alone = patterns.teacher_forcing(spec, params, src[b:b + 1, :n], jnp.asarray([n]), tgt_in[b:b + 1])
+    np.testing.assert_allclose(logits[b], alone[0], **TOL)
 
 
 def test_seq2seq_bad_inputs():

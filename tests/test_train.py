@@ -132,7 +132,8 @@ def test_iterator_epochs_resume_and_process_shards():
 
 
 def test_train_and_evaluate_end_to_end(tmp_path):
-    config = toy_config(**{"train.steps": 12, "train.eval_every": 6, "train.plots": True, "model.dropout": 0.1})
+    config = toy_config(**{"train.steps": 12, "train.eval_every": 6, "train.plots": True,
+                           "model.dropout": 0.1})
     summary = train.train_and_evaluate(config, str(tmp_path), "toy_smoke")
     files = set(os.listdir(tmp_path))
     assert {"config.json", "summary.json", "metrics.jsonl", "checkpoints", "tensorboard",

@@ -20,7 +20,7 @@ def _check_split(arrays: dict[str, np.ndarray], name: str) -> int:
 
 
 class ArrayIterator:
-    """Endless global batches of `batch_size` rows, this process's `batch_size // process_count` slice of each.
+    """Endless global batches of `batch_size` rows; yields this process's `batch_size // process_count` slice.
 
     Epochs: the rows that do not fill a whole batch at the end of a permutation are dropped for that epoch
     (a different tail each epoch). `shuffle=False` walks the rows in order.
@@ -56,7 +56,8 @@ class ArrayIterator:
 
     def set_state(self, state: dict[str, int]) -> None:
         if int(state.get("seed", self.seed)) != self.seed:
-            raise ValueError(f"iterator state: saved with seed {state['seed']}, this iterator has seed {self.seed}")
+            raise ValueError(f"iterator state: saved with seed {state['seed']}, "
+                             f"this iterator has seed {self.seed}")
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
 
     def __iter__(self):
@@ -86,5 +87,6 @@ def eval_batches(arrays: dict[str, np.ndarray], batch_size: int, num_batches: in
     total = num_batches or -(-n // batch_size)
     per = batch_size // process_count
     for b in range(total):
-        rows = (np.arange(b * batch_size, (b + 1) * batch_size) % n)[process_index * per:(process_index + 1) * per]
+        rows = np.arange(b * batch_size, (b + 1) * batch_size) % n  # wraps around at the end
+        rows = rows[process_index * per:(process_index + 1) * per]
         yield {k: np.asarray(v)[rows] for k, v in arrays.items()}

@@ -1,0 +1,51 @@
+"""The five recurrent input/output patterns (one-to-one ... encoder-decoder), each on a small synthetic task.
+
+Variants: "full" (default) or "smoke"; a cell "rnn" | "lstm" | "gru" (default gru). One run trains the five
+independent sub-models together (summed loss) and prints a table of test results vs trivial baselines
+(seqjax/tasks/patterns.py describes the problems). Sequences have up to T = 8 steps.
+
+Result, AS MEASURED (2-core CPU shared with other jobs):
+    python launch.py --config=experiments/patterns.py:full --workdir=/tmp/patterns
+    RESULT_PLACEHOLDER
+"""
+from seqjax import configs
+
+CELLS = ("rnn", "lstm", "gru")
+
+
+def get_config(arg: str | None = None):
+    parts = [p for p in (arg or "full").split(",") if p]
+    c = configs.base()
+    c.task = "patterns"
+    d = c.data
+    d.T = 8
+    d.n_train = 20_000
+    d.n_eval = 2_000
+    d.seed = 0
+    m = c.model
+    m.cell = "gru"
+    m.hidden = 64
+    c.optim.lr = 3e-3
+    c.optim.warmup_steps = 100
+    c.optim.clip_norm = 0.0  # the five sub-models are independent: no global-norm clipping coupling them
+    c.train.steps = 3000
+    c.train.batch_size = 64
+    c.train.eval_every = 1000
+    c.train.log_every = 250
+    c.train.checkpoint_every = 1000
+    for p in parts:
+        if p in CELLS:
+            m.cell = p
+        elif p == "smoke":
+            d.n_train, d.n_eval = 512, 64
+            m.hidden = 16
+            c.optim.warmup_steps = 0
+            c.train.steps = 6
+            c.train.batch_size = 16
+            c.train.eval_every = 0
+            c.train.log_every = 3
+            c.train.checkpoint_every = 0
+            c.train.plots = False
+        elif p != "full":
+            raise ValueError(f"experiments/patterns.py: unknown variant {p!r}; use full|smoke, {CELLS}")
+    return c

@@ -1,0 +1,297 @@
+"""Recurrent-family tasks and models, each against a slow, obvious reference.
+
+Windows vs a Python loop; splits chronological and normalisation fitted on training rows only; linear AR vs
+numpy.linalg.lstsq; edit distance / WER / PER vs hand-computed cases; naive Bayes vs hand counts; padded
+sentences vs the same sentences truncated; teacher forcing vs stepping the decoder in a loop; greedy decoding vs
+re-running the full model on each growing prefix; synthetic pattern data vs loops.
+"""
+import importlib.util
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from flax import nnx
+
+from seqjax import patterns as core_patterns
+from seqjax.models import recurrent
+from seqjax.tasks import forecast, g2p, sentiment
+from seqjax.tasks import patterns as pattern_task
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def experiment_config(name, variant="smoke"):
+    spec = importlib.util.spec_from_file_location(f"exp_{name}", ROOT / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(variant)
+
+
+# ------------------------------------------------------------------------------------------ edit distance
+
+
+@pytest.mark.parametrize("ref, hyp, expected", [
+    ("kitten", "sitting", 3), ("", "abc", 3), ("abc", "", 3), ("flaw", "lawn", 2), ("same", "same", 0),
+    (["K", "AE", "T"], ["K", "AH", "T"], 1), (["AH", "B"], ["B", "AH"], 2),
+])
+def test_edit_distance_hand_cases(ref, hyp, expected):
+    assert g2p.edit_distance(ref, hyp) == expected
+    assert g2p.edit_distance(hyp, ref) == expected
+
+
+def test_wer_per_hand_computed():
+    refs = [["K", "AE", "T"], ["D", "AO", "G"], ["AH"]]
+    hyps = [["K", "AE", "T"], ["D", "AA", "G", "Z"], []]
+    wer, per = g2p.wer_per(refs, hyps)
+    assert wer == pytest.approx(2 / 3)  # two words have an error
+    assert per == pytest.approx((0 + 2 + 1) / 7)  # substitution + insertion, deletion over 7 reference phones
+    with pytest.raises(ValueError, match="refs, hyps"):
+        g2p.wer_per(refs, hyps[:2])
+
+
+# ------------------------------------------------------------------------------------------------ forecasting
+
+
+def test_make_windows_matches_a_loop():
+    rng = np.random.default_rng(0)
+    inputs, targets = rng.normal(size=(12, 3)), rng.normal(size=(12, 2))
+    x, y, t0 = forecast.make_windows(inputs, targets, window=4, horizon=2)
+    assert x.shape == (7, 4, 3) and y.shape == (7, 2, 2)
+    for m in range(7):
+        np.testing.assert_array_equal(x[m], inputs[m:m + 4])
+        np.testing.assert_array_equal(y[m], targets[m + 4:m + 6])
+        assert t0[m] == m + 4
+    with pytest.raises(ValueError, match="window"):
+        forecast.make_windows(inputs, targets, window=11, horizon=2)
+
+
+def test_splits_are_chronological_and_disjoint():
+    t0 = np.arange(4, 30)
+    idx = forecast.assign_splits(t0, horizon=2, n_train=15, n_val_end=22)
+    train_last = t0[idx["train"]] + 1
+    assert train_last.max() < 15 <= t0[idx["val"]].min()
+    assert (t0[idx["val"]] + 1).max() < 22 <= t0[idx["test"]].min()
+    assert not set(idx["train"]) & set(idx["val"]) and not set(idx["val"]) & set(idx["test"])
+
+
+def test_forecast_normalisation_is_fitted_on_training_rows_only():
+    task = forecast.build(experiment_config("weather"))
+    s = task.series
+    np.testing.assert_allclose(task.target_norm.mean, s.values[: task.n_train].mean(axis=0))
+    np.testing.assert_allclose(task.target_norm.std, s.values[: task.n_train].std(axis=0))
+    assert not np.allclose(task.target_norm.mean, s.values.mean(axis=0))  # the whole series would differ
+    # Every training target precedes every validation target, which precedes every test target.
+    dates = {k: s.dates[task.t0[i]] for k, i in task.index.items()}
+    assert dates["train"].max() < dates["val"].min() and dates["val"].max() < dates["test"].min()
+    # Persistence for levels is the last row the window saw, in natural units.
+    test = task.data()["test"]
+    last_seen = task.target_norm.invert(test["x"][:, -1, :4].astype(np.float64))
+    np.testing.assert_allclose(task.persistence("test")[:, 0], last_seen, rtol=1e-5, atol=1e-4)
+
+
+def test_stock_returns_map_back_to_prices():
+    task = forecast.build(experiment_config("stocks"))
+    s = task.series
+    t0 = task.t0[task.index["test"]]
+    truth = task.target_norm.invert(task.data()["test"]["y"].astype(np.float64))[:, 0]  # [M, A] percent
+    np.testing.assert_allclose(s.prices[t0] * np.exp(truth / 100), s.prices[t0 + 1], rtol=1e-5)
+    np.testing.assert_array_equal(task.persistence("test"), 0.0)
+
+
+def test_linear_ar_against_lstsq_and_a_known_process():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(400, 3, 2))
+    true = rng.normal(size=(6, 2))
+    y = (x.reshape(400, 6) @ true + 0.5)[:, None, :]  # [M, 1, 2], exactly linear plus a bias
+    coef = forecast.fit_linear_ar(x, y, ridge=0.0)
+    X = np.concatenate([x.reshape(400, 6), np.ones((400, 1))], axis=1)
+    np.testing.assert_allclose(coef, np.linalg.lstsq(X, y.reshape(400, 2), rcond=None)[0], atol=1e-8)
+    np.testing.assert_allclose(coef[:6], true, atol=1e-8)
+    np.testing.assert_allclose(forecast.predict_linear_ar(coef, x, 1), y, atol=1e-8)
+
+
+def test_error_table_by_hand():
+    pred = np.array([[[1.0, 10.0]], [[3.0, 10.0]]])
+    truth = np.array([[[2.0, 12.0]], [[3.0, 6.0]]])
+    t = forecast.error_table(pred, truth, ("a", "b"), std=np.array([1.0, 2.0]))
+    assert t["mae_a"] == pytest.approx(0.5) and t["mae_b"] == pytest.approx(3.0)
+    assert t["rmse_b"] == pytest.approx(np.sqrt((4 + 16) / 2))
+    assert t["mae"] == pytest.approx((0.5 / 1 + 3.0 / 2) / 2)
+
+
+def test_forecaster_shapes_and_dropout():
+    model = recurrent.Forecaster(3, 2, horizon=4, hidden=8, cell="gru", dropout=0.5, rngs=nnx.Rngs(0))
+    x = jnp.ones((2, 5, 3))
+    y = model(x)
+    assert y.shape == (2, 4, 2)
+    np.testing.assert_array_equal(y, model(x))  # key=None: deterministic
+    assert not np.allclose(model(x, key=jax.random.PRNGKey(0)), y)
+    with pytest.raises(ValueError, match="x: expected a window"):
+        model(jnp.ones((5, 3)))
+
+
+# -------------------------------------------------------------------------------------------------- sentiment
+
+
+@pytest.mark.parametrize("cell, bidirectional, pool", [("lstm", True, "max"), ("gru", False, "last"),
+                                                       ("lstm", True, "last"), ("rnn", False, "mean")])
+def test_sentiment_padding_equals_truncation(cell, bidirectional, pool):
+    model = recurrent.SentimentRNN(20, embed_dim=6, hidden=5, cell=cell, bidirectional=bidirectional,
+                                   pool=pool, rngs=nnx.Rngs(1))
+    tokens = jnp.array([[3, 4, 5, 0, 0, 0], [6, 7, 8, 9, 10, 11]], jnp.int32)
+    lengths = jnp.array([3, 6], jnp.int32)
+    batched = model(tokens, lengths)
+    for b in range(2):
+        alone = model(tokens[b:b + 1, : int(lengths[b])], lengths[b:b + 1])
+        np.testing.assert_allclose(batched[b], alone[0], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="token ids must lie in"):
+        model(jnp.array([[3, 25]], jnp.int32), jnp.array([2], jnp.int32))
+
+
+def test_naive_bayes_by_hand():
+    # Vocabulary: 0 pad, 1 unk, 2 "good", 3 "bad", 4 "film".
+    ids = np.array([[2, 4, 0], [2, 2, 4], [3, 4, 0]], np.int32)
+    lengths = np.array([2, 3, 2], np.int32)
+    labels = np.array([1, 1, 0], np.int32)
+    predict = sentiment.naive_bayes(ids, lengths, labels, V=5, alpha=1.0)
+    # Binarised counts + 1: positive {good: 3, bad: 1, film: 3} (+1 each for pad, unk zeroed) -> by hand:
+    pos = np.array([1, 1, 3, 1, 3]) / 9
+    neg = np.array([1, 1, 1, 2, 2]) / 7
+    for sentence, expected in (([3], 0), ([2], 1), ([4], int(np.log(2 / 3) + np.log(pos[4]) >
+                                                             np.log(1 / 3) + np.log(neg[4])))):
+        got = predict(np.array([sentence], np.int32), np.array([1], np.int32))
+        assert got[0] == expected
+
+
+def test_pca_and_embedding_table():
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(30, 5)) * np.array([5.0, 2.0, 0.1, 0.1, 0.1])
+    xy = sentiment.pca_2d(v)
+    assert xy.shape == (30, 2)
+    assert xy[:, 0].var() >= xy[:, 1].var() >= 0
+    np.testing.assert_allclose(np.cov(xy.T)[0, 1], 0.0, atol=1e-8)  # principal components are uncorrelated
+    model = recurrent.SentimentRNN(11, embed_dim=4, hidden=3, rngs=nnx.Rngs(0))
+    np.testing.assert_array_equal(sentiment.embedding_table(model, 11), np.asarray(model.embed.table[...]))
+
+
+# ------------------------------------------------------------------------------------------------------- G2P
+
+
+def _g2p_model(cell="lstm", attention="general"):
+    return recurrent.AttentionSeq2Seq(9, 7, embed_dim=4, hidden=6, cell=cell, attention=attention,
+                                      bos_id=1, eos_id=2, rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("cell, attention", [("lstm", "general"), ("gru", "bahdanau"), ("gru", "dot")])
+def test_teacher_forcing_matches_a_stepwise_loop(cell, attention):
+    model = _g2p_model(cell, attention)
+    src = jnp.array([[3, 4, 5, 6], [7, 8, 0, 0]], jnp.int32)
+    src_lengths = jnp.array([4, 2], jnp.int32)
+    tgt_in = jnp.array([[1, 3, 4], [1, 5, 0]], jnp.int32)
+    logits = model(src, src_lengths, tgt_in)
+    assert logits.shape == (2, 3, 7)
+    enc = model.encode(src, src_lengths)
+    params = recurrent._unwrap(model.decoder)
+    state = enc.state
+    for t in range(3):
+        state, step_logits, weights = core_patterns.decoder_step(model.spec, params, enc, state, tgt_in[:, t])
+        np.testing.assert_allclose(logits[:, t], step_logits, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(weights[1, 2:], 0.0)  # no attention on source padding
+    # A padded source gives the same result as the source alone.
+    alone = model(src[1:, :2], src_lengths[1:], tgt_in[1:])
+    np.testing.assert_allclose(logits[1], alone[0], rtol=1e-5, atol=1e-6)
+
+
+def test_greedy_generate_matches_full_recomputation():
+    model = _g2p_model("gru")
+    src = jnp.array([[3, 4, 5, 6], [7, 8, 0, 0]], jnp.int32)
+    src_lengths = jnp.array([4, 2], jnp.int32)
+    max_len = 5
+    tokens = np.asarray(model.generate(src, src_lengths, max_len))
+    assert tokens.shape == (2, max_len)
+    for b in range(2):
+        prefix = [1]
+        for _ in range(max_len):
+            logits = model(src[b:b + 1], src_lengths[b:b + 1], jnp.array([prefix], jnp.int32))
+            prefix.append(int(jnp.argmax(logits[0, -1])))
+            if prefix[-1] == 2:
+                break
+        expected = prefix[1:] + [0] * (max_len + 1 - len(prefix))
+        np.testing.assert_array_equal(tokens[b], expected)
+
+
+def test_beam_search_scores_at_least_greedy():
+    model = _g2p_model("lstm")
+    src = jnp.array([[3, 4, 5, 6], [7, 8, 0, 0]], jnp.int32)
+    src_lengths = jnp.array([4, 2], jnp.int32)
+
+    def logprob(tokens):  # summed log-probability of tokens up to and including EOS, by the full model
+        total = 0.0
+        for t, tok in enumerate(tokens):
+            logits = model(src[b:b + 1], src_lengths[b:b + 1], jnp.array([[1] + tokens[:t]], jnp.int32))
+            total += float(jax.nn.log_softmax(logits[0, -1])[tok])
+            if tok == 2:
+                break
+        return total
+
+    greedy = np.asarray(model.generate(src, src_lengths, 4))
+    beam = np.asarray(model.generate(src, src_lengths, 4, beam_size=1))
+    np.testing.assert_array_equal(beam, greedy)
+    wide = np.asarray(model.generate(src, src_lengths, 4, beam_size=4))
+    for b in range(2):
+        # Beam search ranks with a length penalty, so compare equal-length candidates only when both end.
+        g, w = list(greedy[b]), list(wide[b])
+        if len(g) == len(w) and g.count(0) == w.count(0):
+            assert logprob(w) >= logprob(g) - 1e-4
+
+
+def test_g2p_task_encoding_round_trip():
+    config = experiment_config("g2p_rnn")
+    task = g2p.build(config)
+    s = task.data()["train"]
+    words = task.src_vocab.decode(s["src"])
+    assert words[:5] == task.words["train"][:5]
+    phones = [p.split() for p in task.tgt_vocab.decode(s["tgt_out"], join=" ")]
+    assert phones[:5] == task.prons["train"][:5]
+    assert (s["tgt_in"][:, 0] == task.tgt_vocab.bos_id).all()
+    np.testing.assert_array_equal(s["tgt_in"][:, 1:3], s["tgt_out"][:, 0:2])
+    n = len(task.prons["train"][0])
+    assert s["tgt_out"][0, n] == task.tgt_vocab.eos_id and s["tgt_lengths"][0] == n + 1
+
+
+# --------------------------------------------------------------------------------------------- I/O patterns
+
+
+def test_pattern_data_against_loops():
+    d = pattern_task.make_data(20, 6, seed=3)
+    for i in range(20):
+        a, b = d["o2o_x"][i]
+        assert d["o2o_y"][i] == int(a * b > 0)
+        n = d["m2o_lengths"][i]
+        assert d["m2o_y"][i] == sum(d["m2o_x"][i][:n]) and d["m2o_x"][i][n:].sum() == 0
+        n = d["m2m_lengths"][i]
+        running = [max(d["m2m_x"][i][: t + 1]) for t in range(n)]
+        np.testing.assert_array_equal(d["m2m_y"][i][:n], running)
+        n = d["s2s_src_lengths"][i]
+        rev = list(d["s2s_src"][i][:n][::-1]) + [pattern_task.EOS]
+        np.testing.assert_array_equal(d["s2s_tgt_out"][i][: n + 1], rev)
+        assert d["s2s_tgt_in"][i][0] == pattern_task.BOS
+        np.testing.assert_array_equal(d["s2s_tgt_in"][i][1: n + 1], rev[:-1])
+    sin, cos, freq = d["o2m_x"][0]
+    phase = np.arctan2(sin, cos)
+    np.testing.assert_allclose(d["o2m_y"][0], np.sin(freq * np.arange(6) + phase), atol=1e-5)
+
+
+def test_pattern_models_shapes():
+    cfg = ml_collections.ConfigDict({"data": {"T": 5, "n_train": 8, "n_eval": 8, "seed": 0},
+                                     "model": {"hidden": 6, "cell": "lstm"}})
+    task = pattern_task.build(cfg)
+    model = task.model(nnx.Rngs(0))
+    batch = {k: jnp.asarray(v) for k, v in task.data()["train"].items()}
+    loss, metrics = task.loss(model, batch, None)
+    assert np.isfinite(loss) and set(metrics) >= {"one_to_one_accuracy", "seq2seq_token_accuracy"}
+    res = task.results(model, task.data()["test"])
+    assert 0 <= res["seq2seq_exact_match"] <= 1

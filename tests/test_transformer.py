@@ -1,0 +1,304 @@
+"""Transformer modules: causality by Jacobian, padding invariance, KV-cache decoding against full recomputation,
+the scanned layer stack against a Python loop, Flax's MultiHeadAttention, parameter counts, bad input."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from seqjax import attention, decoding, masks
+from seqjax import transformer as tr
+
+D, N, F, V = 16, 4, 32, 11
+
+
+def _lm(**kw):
+    args = dict(vocab_size=V, d_model=D, num_heads=N, num_layers=2, mlp_dim=F, max_len=8)
+    return tr.DecoderOnly(**{**args, **kw}, rngs=nnx.Rngs(0))
+
+
+def _s2s(**kw):
+    args = dict(src_vocab_size=7, tgt_vocab_size=V, d_model=D, num_heads=N, num_encoder_layers=2,
+                num_decoder_layers=2, mlp_dim=F, max_src_len=6, max_tgt_len=8)
+    return tr.EncoderDecoder(**{**args, **kw}, rngs=nnx.Rngs(1))
+
+
+TOKENS = jnp.array([[1, 2, 3, 4, 5, 6], [3, 3, 10, 1, 0, 2]], jnp.int32)
+
+# Eager calls would re-trace the layer scan every time; jitted wrappers compile once per model structure.
+fwd = nnx.jit(lambda m, *a: m(*a))
+fwd_key = nnx.jit(lambda m, x, k: m(x, key=k))
+fwd_attn = nnx.jit(lambda m, x: m(x, return_attention=True))
+lm_decode = nnx.jit(lambda m, t, c: m.decode(t, c))
+s2s_decode = nnx.jit(lambda m, t, mem, v, c: m.decode(t, mem, v, c))
+
+
+def _jacobian_blocks(f, x):
+    """|d f(x)[b, t, :] / d x[b, s, :]| summed over features: [B, T, S] (batch rows are independent)."""
+    jac = jax.jit(jax.jacfwd(f))(x)  # [B, T, O, B, S, D]
+    jac = jnp.einsum("btobsd->btsod", jac)  # diagonal in the batch: row b only sees row b
+    return np.asarray(jnp.sum(jnp.abs(jac), axis=(3, 4)))
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(pre_ln=False), dict(positions="rope", num_kv_heads=2)])
+def test_decoder_is_causal_by_jacobian(kw):
+    model = _lm(**kw)
+    x = model.embed(TOKENS)
+    dep = _jacobian_blocks(jax.jit(lambda x: model.transform(x)[0]), x)
+    T = x.shape[1]
+    upper = np.triu(np.ones((T, T), bool), k=1)  # s > t
+    assert np.all(dep[:, upper] == 0.0)
+    assert np.all(dep[:, ~upper] > 0.0)
+
+
+def test_encoder_sees_all_valid_positions_and_no_padding():
+    model = tr.Encoder(V, D, N, 2, F, 8, rngs=nnx.Rngs(2))
+    lengths = jnp.array([6, 4])
+    x = model.embed(TOKENS)
+    attn_mask = masks.lengths_to_attention_mask(lengths, 6)
+    dep = _jacobian_blocks(jax.jit(lambda x: model.encode_embeddings(x, attn_mask)[0]), x)
+    for b, n in enumerate([6, 4]):
+        assert np.all(dep[b, :, :n] > 0.0)  # every output depends on every valid input
+        assert np.all(dep[b, :n, n:] == 0.0)  # valid outputs ignore padded inputs
+
+
+def test_padding_invariance_of_encoder_classifier_and_seq2seq():
+    lengths = jnp.array([6, 3])
+    garbage = TOKENS.at[1, 3:].set(jnp.array([9, 8, 7]))
+    enc = tr.Encoder(V, D, N, 2, F, 8, rngs=nnx.Rngs(3))
+    np.testing.assert_allclose(np.asarray(fwd(enc, TOKENS, lengths))[1, :3],
+                               np.asarray(fwd(enc, garbage, lengths))[1, :3], atol=1e-6)
+    for pooling in ("cls", "mean"):
+        clf = tr.TransformerClassifier(3, V, D, N, 2, F, 8, pooling=pooling, rngs=nnx.Rngs(4))
+        padded = np.asarray(fwd(clf, TOKENS, lengths))
+        np.testing.assert_allclose(padded, np.asarray(fwd(clf, garbage, lengths)), atol=1e-6)
+        # and the padded batch equals the sequence run alone, truncated
+        np.testing.assert_allclose(padded[1], np.asarray(fwd(clf, TOKENS[1:, :3]))[0], atol=1e-5)
+    s2s = _s2s()
+    src = TOKENS % 7
+    src_garbage = src.at[1, 3:].set(jnp.array([6, 5, 4]))
+    np.testing.assert_allclose(np.asarray(fwd(s2s, src, TOKENS, lengths)),
+                               np.asarray(fwd(s2s, src_garbage, TOKENS, lengths)), atol=1e-6)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(positions="rope", num_kv_heads=2, tie_embeddings=False),
+                                dict(positions="sinusoidal", num_kv_heads=1)])
+def test_kv_cache_decoding_equals_full_forward(kw):
+    model = _lm(**kw)
+    full = np.asarray(fwd(model, TOKENS))  # [B, T, V]
+    cache = model.init_cache(2, 8)
+    logits, cache = lm_decode(model, TOKENS[:, :3], cache)  # multi-token prefill
+    np.testing.assert_allclose(np.asarray(logits), full[:, :3], atol=1e-5)
+    for t in range(3, 6):
+        logits, cache = lm_decode(model, TOKENS[:, t:t + 1], cache)
+        np.testing.assert_allclose(np.asarray(logits)[:, 0], full[:, t], atol=1e-5)
+    assert np.all(np.asarray(cache.index) == 6)
+
+
+def test_seq2seq_cached_decoding_equals_teacher_forcing():
+    model = _s2s(num_kv_heads=2)
+    src, lengths = TOKENS % 7, jnp.array([6, 2])
+    full = np.asarray(fwd(model, src, TOKENS, lengths))
+    memory, valid, _ = nnx.jit(lambda m, s, n: m.encode(s, n))(model, src, lengths)
+    cache = model.init_cache(2, 8)
+    logits, cache = s2s_decode(model, TOKENS[:, :2], memory, valid, cache)
+    np.testing.assert_allclose(np.asarray(logits), full[:, :2], atol=1e-5)
+    for t in range(2, 6):
+        logits, cache = s2s_decode(model, TOKENS[:, t:t + 1], memory, valid, cache)
+        np.testing.assert_allclose(np.asarray(logits)[:, 0], full[:, t], atol=1e-5)
+
+
+def test_generate_matches_argmax_of_full_recomputation():
+    model = _lm()
+    prompt = TOKENS[:, :2]
+    out = np.asarray(model.generate(prompt, 5))
+    seq = np.asarray(prompt)
+    for _ in range(5):  # slow reference: full forward pass on the whole prefix each step
+        nxt = np.argmax(np.asarray(fwd(model, jnp.asarray(seq)))[:, -1], axis=-1)
+        seq = np.concatenate([seq, nxt[:, None]], axis=1)
+    np.testing.assert_array_equal(out, seq)
+    sampled = model.generate(prompt, 5, key=jax.random.key(0), temperature=2.0, top_k=1)
+    np.testing.assert_array_equal(np.asarray(sampled), seq)
+
+
+def test_seq2seq_beam_one_equals_greedy_and_beams_are_sorted():
+    model = _s2s()
+    src, lengths = TOKENS % 7, jnp.array([6, 3])
+    greedy = model.generate(src, lengths, max_new_tokens=5, bos_id=1, eos_id=2)
+    # beam_size=1 through decoding.beam_search (generate itself routes beam_size=1 to greedy decoding)
+    memory, valid, _ = model.encode(src, lengths)
+    step_fn = lambda t, c: (lambda lc: (lc[0][:, -1], lc[1]))(model.decode(t, memory, valid, c))
+    beam1, _ = decoding.beam_search(step_fn, jnp.ones((2, 1), jnp.int32), model.init_cache(2, 5), 5,
+                                    beam_size=1, eos_id=2, cache_batch_axis=1)
+    np.testing.assert_array_equal(np.asarray(beam1)[:, 0], np.asarray(greedy))
+    seqs3, scores3 = model.generate(src, lengths, max_new_tokens=5, bos_id=1, eos_id=2, beam_size=3)
+    assert seqs3.shape == (2, 3, 6) and np.all(np.diff(np.asarray(scores3), axis=1) <= 1e-6)
+    assert np.all(np.asarray(seqs3)[:, :, 0] == 1)
+
+
+def test_layer_stack_scan_equals_python_loop_over_layers():
+    model = _lm(num_layers=3)
+    x = model.pos(model.embed(TOKENS))
+    graphdef, state = nnx.split(model.layers.blocks)
+    h = x
+    for layer in range(3):
+        block = nnx.merge(graphdef, jax.tree.map(lambda a, i=layer: a[i], state))
+        h = block(h).x
+    np.testing.assert_allclose(np.asarray(nnx.jit(lambda s, x: s(x).x)(model.layers, x)), np.asarray(h), atol=1e-5)
+
+
+def test_remat_and_return_attention_do_not_change_results():
+    plain, remat = _lm(), _lm(remat=True)
+    loss = lambda m: jnp.sum(m(TOKENS, key=jax.random.key(5)) ** 2)
+    grad = nnx.jit(nnx.value_and_grad(loss))
+    (l1, g1), (l2, g2) = grad(plain), grad(remat)
+    np.testing.assert_allclose(float(l1), float(l2), rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+    logits, weights = fwd_attn(plain, TOKENS)
+    np.testing.assert_allclose(np.asarray(logits), np.asarray(fwd(plain, TOKENS)), atol=1e-6)
+    w = np.asarray(weights)
+    assert w.shape == (2, 2, N, 6, 6)  # [L, B, N, T, S]
+    np.testing.assert_allclose(w.sum(-1), 1.0, atol=1e-5)
+    assert np.all(w[..., np.triu(np.ones((6, 6), bool), k=1)] == 0.0)
+    # layer 0's map equals attention recomputed by hand from the block's own projections
+    block0 = nnx.merge(*(lambda gd, st: (gd, jax.tree.map(lambda a: a[0], st)))(*nnx.split(plain.layers.blocks)))
+    h = block0.ln1(plain.pos(plain.embed(TOKENS)))
+    p = block0.self_attn.params()
+    _, ref = attention.multi_head_attention(p, h, causal=True, return_weights=True)
+    np.testing.assert_allclose(w[0], np.asarray(ref), atol=1e-5)
+
+
+def test_dropout_active_iff_key():
+    model = _lm(dropout_rate=0.3, attention_dropout_rate=0.3)
+    a, b = fwd(model, TOKENS), fwd(model, TOKENS)
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    c, d = fwd_key(model, TOKENS, jax.random.key(0)), fwd_key(model, TOKENS, jax.random.key(1))
+    assert not np.allclose(np.asarray(a), np.asarray(c)) and not np.allclose(np.asarray(c), np.asarray(d))
+    np.testing.assert_array_equal(np.asarray(c), np.asarray(fwd_key(model, TOKENS, jax.random.key(0))))
+
+
+def test_gqa_module_equals_mha_with_repeated_kv_heads():
+    gqa = tr.MultiHeadAttention(D, N, num_kv_heads=2, rngs=nnx.Rngs(6))
+    mha = tr.MultiHeadAttention(D, N, rngs=nnx.Rngs(7))
+    for name in ("wk", "wv", "bk", "bv"):
+        w = getattr(gqa, name)[...]
+        getattr(mha, name)[...] = jnp.repeat(w, 2, axis=-2)  # K/V head m serves query heads 2m, 2m + 1
+    for name in ("wq", "wo", "bq", "bo"):
+        getattr(mha, name)[...] = getattr(gqa, name)[...]
+    x = jax.random.normal(jax.random.key(8), (2, 5, D))
+    mask = masks.lengths_to_attention_mask(jnp.array([5, 3]), 5)
+    np.testing.assert_allclose(np.asarray(gqa(x, mask=mask).out), np.asarray(mha(x, mask=mask).out), atol=1e-5)
+
+
+def test_module_matches_flax_multi_head_attention():
+    ours = tr.MultiHeadAttention(D, N, rngs=nnx.Rngs(9))
+    ref = nnx.MultiHeadAttention(N, D, decode=False, rngs=nnx.Rngs(10))
+    ref.query.kernel[...], ref.query.bias[...] = ours.wq[...], ours.bq[...]
+    ref.key.kernel[...], ref.key.bias[...] = ours.wk[...], ours.bk[...]
+    ref.value.kernel[...], ref.value.bias[...] = ours.wv[...], ours.bv[...]
+    ref.out.kernel[...], ref.out.bias[...] = ours.wo[...], ours.bo[...]
+    x = jax.random.normal(jax.random.key(11), (2, 5, D))
+    ctx = jax.random.normal(jax.random.key(12), (2, 4, D))
+    mask = masks.cross_attention_mask(masks.lengths_to_mask(jnp.array([4, 2]), 4))
+    np.testing.assert_allclose(np.asarray(ours(x, ctx, mask).out),
+                               np.asarray(ref(x, ctx, mask=mask, deterministic=True)), atol=1e-5)
+
+
+def test_vit_patchify_round_trip_and_layout():
+    images = jax.random.normal(jax.random.key(13), (2, 8, 12, 3))
+    patches = tr.patchify(images, 4)
+    assert patches.shape == (2, 6, 48)
+    # patch p = (row i, col j) in row-major order holds image[i*4:(i+1)*4, j*4:(j+1)*4] flattened (h, w, c)
+    img = np.asarray(images)
+    for p in range(6):
+        i, j = divmod(p, 3)
+        np.testing.assert_array_equal(np.asarray(patches)[:, p], img[:, i * 4:i * 4 + 4, j * 4:j * 4 + 4].reshape(2, -1))
+    np.testing.assert_array_equal(np.asarray(tr.unpatchify(patches, 4, 8, 12)), img)
+    vit = tr.ViT(5, (8, 12), D, N, 2, F, patch_size=4, positions="sincos2d", rngs=nnx.Rngs(14))
+    logits, w = fwd_attn(vit, images)
+    assert logits.shape == (2, 5) and w.shape == (2, 2, N, 7, 7)
+
+
+# --------------------------------------------------------------------------------------------------------
+# parameter counts, from the formulas written out by hand
+# --------------------------------------------------------------------------------------------------------
+
+
+def _attn(d, n, m, k):
+    return d * n * k + 2 * d * m * k + n * k * d + n * k + 2 * m * k + d
+
+
+def _enc_block(d, n, f, m=None):
+    m = n if m is None else m
+    return _attn(d, n, m, d // n) + 2 * (2 * d) + (d * f + f + f * d + d)
+
+
+def _dec_block_cross(d, n, f):
+    return 2 * _attn(d, n, n, d // n) + 3 * (2 * d) + (d * f + f + f * d + d)
+
+
+EXPECTED = {
+    # V*D embeddings + T*D positions + L blocks + final LayerNorm (tied output)
+    "gpt-char": 65 * 128 + 128 * 128 + 4 * _enc_block(128, 4, 512) + 2 * 128,
+    # RoPE: no position table; GQA with M = 2
+    "gpt-mini": 8192 * 256 + 6 * _enc_block(256, 8, 1024, m=2) + 2 * 256,
+    # + CLS vector + linear head
+    "bert-tiny": 30522 * 128 + 512 * 128 + 2 * _enc_block(128, 2, 512) + 2 * 128 + 128 + 128 * 2 + 2,
+    "encoder-small": 8192 * 256 + 256 * 256 + 4 * _enc_block(256, 4, 1024) + 2 * 256,
+    "seq2seq-small": (8000 * 256 + 128 * 256 + 3 * _enc_block(256, 4, 1024) + 2 * 256)
+    + (8000 * 256 + 128 * 256 + 3 * _dec_block_cross(256, 4, 1024) + 2 * 256),
+    # patch embedding + CLS + learned positions (1 + P) + blocks + final LN + head
+    "vit-tiny": (16 * 16 * 3 * 192 + 192) + 192 + 197 * 192 + 12 * _enc_block(192, 3, 768) + 2 * 192
+    + 192 * 1000 + 1000,
+    "vit-cifar": (4 * 4 * 3 * 192 + 192) + 192 + 6 * _enc_block(192, 3, 768) + 2 * 192 + 192 * 10 + 10,
+    "vit-mnist": (7 * 7 * 1 * 64 + 64) + 64 + 17 * 64 + 4 * _enc_block(64, 4, 128) + 2 * 64 + 64 * 10 + 10,
+}
+
+
+def test_parameter_count_of_every_named_variant():
+    assert set(EXPECTED) == set(tr.VARIANTS)
+    for name, expected in EXPECTED.items():
+        abstract = nnx.eval_shape(lambda name=name: tr.build(name, rngs=nnx.Rngs(0)))
+        assert tr.count_params(abstract) == expected, name
+    assert 5.0e6 < EXPECTED["vit-tiny"] < 6.0e6  # ViT-Ti/16 has about 5.7M parameters
+
+
+# --------------------------------------------------------------------------------------------------------
+# bad input
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_bad_inputs_raise():
+    model = _lm()
+    with pytest.raises(ValueError, match=r"tokens: token ids must lie in \[0, V\) = \[0, 11\)"):
+        model(TOKENS.at[0, 0].set(11))
+    with pytest.raises(ValueError, match="prompt: token ids"):
+        model.generate(TOKENS.at[0, 0].set(-1), 2)
+    with pytest.raises(ValueError, match="T = 9 exceeds the maximum length 8"):
+        model(jnp.zeros((1, 9), jnp.int32))
+    with pytest.raises(ValueError, match="exceeds the maximum length 8"):
+        model.generate(TOKENS, 4)
+    cache = model.init_cache(2, 4)
+    _, cache = model.decode(TOKENS[:, :3], cache)
+    with pytest.raises(ValueError, match="exceeds the cache length S_max = 4"):
+        model.decode(TOKENS[:, 3:5], cache)
+    with pytest.raises(ValueError, match="exceeds the maximum length"):
+        model.init_cache(2, 9)
+    mha = tr.MultiHeadAttention(D, N, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="mask: expected a rank-4 array broadcastable"):
+        mha(jnp.zeros((2, 5, D)), mask=jnp.ones((2, 1, 5, 4), bool))
+    with pytest.raises(ValueError, match="num_heads: N = 3 must divide the width D = 16"):
+        tr.MultiHeadAttention(D, 3, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="num_heads: N = 5 must divide"):
+        _lm(num_heads=5)
+    with pytest.raises(ValueError, match="image_size: 30 x 30 must be divisible by the patch size 16 x 16"):
+        tr.ViT(10, 30, D, N, 1, F, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="must be divisible by the patch size"):
+        tr.patchify(jnp.zeros((1, 10, 8, 1)), 4)
+    enc = tr.Encoder(V, D, N, 1, F, 8, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"lengths: every length must lie in \[0, T\]"):
+        enc(TOKENS, jnp.array([7, 2]))
+    with pytest.raises(ValueError, match="lengths: expected shape"):
+        enc(TOKENS, jnp.array([6, 2, 1]))
