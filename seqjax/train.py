@@ -206,7 +206,11 @@ def evaluate_split(runner: Runner, state: Any, arrays: dict[str, np.ndarray], ba
 
 
 class _StopSignals:
-    """SIGTERM/SIGINT set a flag the loop checks after each step, so it saves and exits cleanly."""
+    """SIGTERM/SIGINT set a flag the loop checks after each step, so it saves and exits cleanly.
+
+    Multi-process runs need the signal on every process (as cluster schedulers send it): one process stopping
+    alone would leave the others waiting in a collective.
+    """
 
     def __init__(self):
         self.received = None
@@ -320,6 +324,8 @@ def train_and_evaluate(config, workdir: str, experiment: str = "") -> dict:
             step += 1
             window_steps += 1
             pending.append((step, metrics["loss"]))
+            if len(pending) >= 1000:
+                check_finite()
             if t.log_every and (step % t.log_every == 0 or step == t.steps):
                 check_finite()
                 host = runner.metrics_to_host(metrics)

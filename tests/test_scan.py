@@ -210,3 +210,16 @@ def test_generic_step_function():
     np.testing.assert_allclose(final.h[:, 0], 3.0 * LENGTHS)
     np.testing.assert_allclose(ys[0, :, 0], 3.0 * np.arange(1, T + 1))
     assert isinstance(BidirectionalState(1, 2), tuple)
+
+
+def test_final_state_is_carried_not_stacked():
+    """The scan's stacked (per-step) outputs are only ys [T, B, H]; the state is a carry, so memory for the
+    final state does not grow with T."""
+    cell = Cell("lstm")
+    params, xs = setup(cell)
+    jaxpr = jax.make_jaxpr(lambda p, x: scan.unroll(cell, p, x, lengths=LENGTHS))(params, xs)
+    scans = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "scan"]
+    assert len(scans) == 1
+    num_carry = scans[0].params["num_carry"]
+    stacked = [v.aval.shape for v in scans[0].outvars[num_carry:]]
+    assert num_carry == 2 and stacked == [(T, B, H)]
