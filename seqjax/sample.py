@@ -3,11 +3,11 @@
     python -m seqjax.sample --workdir=DIR --prompt="ROMEO:" --temperature=0.8 --top_k=40 --top_p=0.95 \
         --length=500 [--seed=0]
 
-The run's config is read from DIR/config.json, the task rebuilt (which gives the character vocabulary) and the
-model's parameters restored from DIR's latest checkpoint. Decoding uses the KV cache of seqjax.decoding through
-`seqjax.models.transformers.sample_chars` (a sliding window once the text outgrows the position table).
-Temperature 0 is greedy. Errors: a prompt with characters outside the vocabulary names them; a workdir of another
-task or a checkpoint whose parameters do not fit the configured model says so.
+The run's config is read from DIR/config.json, the task rebuilt (which gives the character vocabulary) and
+the model's parameters restored from DIR's latest checkpoint. Decoding uses the KV cache of seqjax.decoding
+through `seqjax.models.transformers.sample_chars` (a sliding window once the text outgrows the position
+table). Temperature 0 is greedy. Errors: a prompt with characters outside the vocabulary names them; a workdir
+of another task, or a checkpoint whose parameters do not fit the configured model, says so.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def load_run(workdir: str, expected_task: str | tuple[str, ...] | None = None):
     """(config, task, model with the latest checkpoint's parameters) of the run in `workdir`."""
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
-        raise FileNotFoundError(f"--workdir={workdir!r}: no config.json; is this the workdir of a training run?")
+        raise FileNotFoundError(f"--workdir={workdir!r}: no config.json (not a training run workdir)")
     with open(path) as f:
         config = ml_collections.ConfigDict(json.load(f))
     expected = (expected_task,) if isinstance(expected_task, str) else expected_task
@@ -44,8 +44,8 @@ def load_run(workdir: str, expected_task: str | tuple[str, ...] | None = None):
     except ckpt_lib.CheckpointError as e:
         raise FileNotFoundError(f"--workdir={workdir!r}: no checkpoint to load ({e})") from e
     except ValueError as e:
-        raise ValueError(f"--workdir={workdir!r}: checkpoint from another model: its parameters do not fit the "
-                         f"model configured in config.json ({e})") from e
+        raise ValueError(f"--workdir={workdir!r}: checkpoint from another model: its parameters do not fit "
+                         f"the model configured in config.json ({e})") from e
     return config, task, nnx.merge(graphdef, params, rest)
 
 

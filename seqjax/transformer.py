@@ -221,15 +221,11 @@ class LayerStack(nnx.Module):
                  rngs: nnx.Rngs):
         if num_layers < 1:
             raise ValueError(f"num_layers: must be >= 1, got {num_layers}")
-        graphdef = []
-
-        def init_one(key):
-            gd, state = nnx.split(make_block(nnx.Rngs(params=key)))
-            graphdef.append(gd)
-            return state
-
-        states = jax.vmap(init_one)(jax.random.split(rngs.params(), num_layers))
-        self.blocks = nnx.merge(graphdef[0], states)
+        graphdef = nnx.graphdef(nnx.eval_shape(lambda: make_block(nnx.Rngs(0))))
+        init_one = lambda key: nnx.state(make_block(nnx.Rngs(params=key)))
+        # One compiled program instead of eagerly dispatching every initialiser op under vmap.
+        states = jax.jit(jax.vmap(init_one))(jax.random.split(rngs.params(), num_layers))
+        self.blocks = nnx.merge(graphdef, states)
         self.num_layers, self.remat = num_layers, remat
 
     def __call__(self, x: jax.Array, *, cache: decoding.KVCache | None = None, key: jax.Array | None = None,

@@ -5,19 +5,20 @@ ViT attention rollout.
     python -m seqjax.viz --workdir=DIR --index=0 --out=DIR                    # ViT run: test image 0
     python -m seqjax.viz --workdir=DIR --image=img.npy --out=DIR              # ViT run: your own image
 
-What is drawn depends on the run's task (read from DIR/config.json; the model comes from its latest checkpoint):
-- sentiment (transformer) and char_lm: ``self_attention.png``, an L x N grid of [T, T] matrices, queries down
-  the rows and keys along the columns, each labelled with the input's tokens (the course's "The big red dog" plot);
-- g2p (transformer): the word is decoded greedily, then ``cross_attention.png`` shows, per layer and head, which
-  letters each output phoneme attended to (rows: phonemes, columns: letters), plus the decoder self-attention;
+What is drawn depends on the run's task (read from DIR/config.json; the model is its latest checkpoint):
+- sentiment (transformer) and char_lm: ``self_attention.png``, an L x N grid of [T, T] matrices, queries
+  down the rows and keys along the columns, labelled with the input's tokens (the course's "The big red dog"
+  plot);
+- g2p (transformer): the word is decoded greedily, then ``cross_attention.png`` shows, per layer and head,
+  which letters each output phoneme attended to (rows: phonemes, columns: letters), and
+  ``decoder_self_attention.png`` the phonemes' causal self-attention;
 - image_classification (ViT): ``rollout.png``, the image beside its attention rollout (Abnar & Zuidema 2020):
-  the product over layers of the head-averaged attention plus identity, rows renormalised, read off at the class
-  token's row over the patches and upsampled to the image.
+  the product over layers of the head-averaged attention plus identity, rows renormalised, read off at the
+  class token's row over the patches and upsampled to the image.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -55,14 +56,14 @@ def attention_rollout(weights: np.ndarray, residual: bool = True) -> np.ndarray:
 
 def plot_attention_grid(weights: np.ndarray, row_labels: list[str], col_labels: list[str], path: str,
                         title: str = "", row_name: str = "query", col_name: str = "key") -> str:
-    """An L x N grid of attention matrices weights [L, N, T, S] with token labels on both axes; saves a PNG."""
+    """An L x N grid of attention matrices weights [L, N, T, S], token labels on both axes, saved as PNG."""
     w = np.asarray(weights, dtype=np.float32)
     if w.ndim != 4:
         raise ValueError(f"weights: expected [L, N, T, S], got shape {w.shape}")
     L, N, T, S = w.shape
     if len(row_labels) != T or len(col_labels) != S:
-        raise ValueError(f"labels: expected {T} row and {S} column labels for weights [L, N, T, S] = {w.shape}, "
-                         f"got {len(row_labels)} and {len(col_labels)}")
+        raise ValueError(f"labels: expected {T} row and {S} column labels for weights [L, N, T, S] = "
+                         f"{w.shape}, got {len(row_labels)} and {len(col_labels)}")
     plt = _pyplot()
     cell = max(2.2, 0.28 * max(T, S))
     fig, axes = plt.subplots(L, N, figsize=(cell * N + 1.0, cell * L + 0.8), squeeze=False)
@@ -120,3 +121,159 @@ def plot_rollout(image: np.ndarray, heat: np.ndarray, path: str, title: str = ""
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Per-task rendering from a trained run
+# ---------------------------------------------------------------------------------------------------------
+
+TASKS = ("sentiment", "char_lm", "g2p", "image_classification")
+
+
+def _show_char(c: str) -> str:
+    return {" ": "\u2423", "\n": "\\n", "\t": "\\t"}.get(c, c)
+
+
+def render_sentiment(task, model, text: str, out: str) -> list[str]:
+    from seqjax.data.tokenize import word_split
+
+    if getattr(task.config.model, "family", "recurrent") != "transformer":
+        raise ValueError("--workdir: this sentiment run trained a recurrent model; attention maps need "
+                         "config.model.family == 'transformer'")
+    words = word_split(text)
+    if not words:
+        raise ValueError(f"--input: no words in {text!r}")
+    ids, lengths = task.tokenizer.encode([text], max_len=int(task.config.data.max_len))
+    words = words[: int(lengths[0])]
+    labels = [w if i != task.tokenizer.unk_id else f"{w}?" for w, i in zip(words, ids[0], strict=False)]
+    logits, w = model(ids[:, : len(words)], lengths, return_attention=True)  # w [L, 1, N, T', T']
+    if w.shape[-1] == len(words) + 1:
+        labels = ["[CLS]", *labels]
+    p_pos = float(np.exp(logits[0, 1]) / np.exp(logits[0]).sum())
+    path = os.path.join(out, "self_attention.png")
+    plot_attention_grid(np.asarray(w)[:, 0], labels, labels, path,
+                        title=f"{text!r}: P(positive) = {p_pos:.2f}  (? = unknown word)")
+    return [path]
+
+
+def render_char_lm(task, model, text: str, out: str) -> list[str]:
+    ids = task.vocab.encode(text, "--input")
+    if len(ids) > model.max_len:
+        raise ValueError(f"--input: {len(ids)} characters exceed the model's context of {model.max_len}")
+    _, w = model(ids[None], return_attention=True)  # w [L, 1, N, T, T]
+    labels = [_show_char(c) for c in text]
+    path = os.path.join(out, "self_attention.png")
+    plot_attention_grid(np.asarray(w)[:, 0], labels, labels, path, title=f"causal self-attention on {text!r}")
+    return [path]
+
+
+def render_g2p(task, model, word: str, out: str) -> list[str]:
+    if not hasattr(model, "attention"):
+        raise ValueError("--workdir: this g2p run trained a recurrent model; attention maps need "
+                         "config.model.family == 'transformer'")
+    word = word.strip().lower()
+    if not word or len(word) > task.S:
+        raise ValueError(f"--input: expected one word of 1..{task.S} letters, got {word!r}")
+    src, src_lengths = task.src_vocab.encode([word], max_len=task.S)
+    tokens = np.asarray(model.generate(src, src_lengths, task.T))  # [1, T]
+    phonemes = task.tgt_vocab.decode(tokens, join=" ")[0].split()
+    tgt_in, _ = task.tgt_vocab.encode([phonemes], add_bos=True)  # [1, n + 1]
+    _, w = model.attention(src[:, : len(word)], src_lengths, tgt_in)
+    rows = [*phonemes, "<eos>"]
+    letters = list(word)
+    paths = [os.path.join(out, "cross_attention.png"), os.path.join(out, "decoder_self_attention.png")]
+    plot_attention_grid(np.asarray(w["cross"])[:, 0], rows, letters, paths[0],
+                        title=f"{word} -> {' '.join(phonemes)}: cross-attention", row_name="output phoneme",
+                        col_name="letter")
+    plot_attention_grid(np.asarray(w["self"])[:, 0], rows, ["<bos>", *phonemes], paths[1],
+                        title=f"{word} -> {' '.join(phonemes)}: decoder self-attention",
+                        row_name="output phoneme", col_name="decoder input")
+    return paths
+
+
+def load_image(path: str, shape: tuple[int, int]) -> np.ndarray:
+    """Image [H, W] with pixel values 0..255 from a .npy (stored as 0..255) or an image file (PNG read by
+    matplotlib as 0..1 and rescaled); colour is averaged to grey; its size must be `shape`."""
+    if path.endswith(".npy"):
+        img = np.load(path)
+    else:
+        import matplotlib.image
+
+        img = matplotlib.image.imread(path)
+        if img.dtype != np.uint8 and img.max() <= 1.0:
+            img = img * 255.0
+    img = np.asarray(img, dtype=np.float32)
+    if img.ndim == 3:  # colour or a trailing channel axis: average to grey
+        img = img[..., :3].mean(axis=-1)
+    if img.shape != tuple(shape):
+        raise ValueError(f"--image: expected a {shape[0]} x {shape[1]} grey-scale image (the model's input), "
+                         f"got shape {img.shape} from {path}")
+    return img
+
+
+def render_vit(task, model, out: str, index: int | None = None, image_path: str | None = None) -> list[str]:
+    H, W, _ = task.image_shape
+    if image_path:
+        raw = load_image(image_path, (H, W))
+        x = task.normalizer(raw[None])  # pixel values 0..255, standardised like the training images
+        label = None
+        name = os.path.basename(image_path)
+    else:
+        test = task.data()["test"]
+        index = 0 if index is None else index
+        if not 0 <= index < len(test["label"]):
+            raise ValueError(f"--index: expected 0 <= index < {len(test['label'])}, got {index}")
+        x = test["image"][index: index + 1]
+        label = int(test["label"][index])
+        name = f"test image {index}"
+    logits, w = model(x, return_attention=True)  # w [L, 1, N, 1 + P, 1 + P]
+    roll = attention_rollout(np.asarray(w))[0]  # [1 + P, 1 + P]
+    gh, gw = H // model.patch_size[0], W // model.patch_size[1]
+    heat = roll[0, 1:].reshape(gh, gw)  # the class token's row over the patches
+    pred = int(np.argmax(np.asarray(logits)[0]))
+    names = task.class_names
+    title = f"{name}: predicted {names[pred]}" + ("" if label is None else f", true {names[label]}")
+    path = os.path.join(out, "rollout.png")
+    plot_rollout(np.asarray(x[0, :, :, 0]), heat, path, title=title)
+    return [path]
+
+
+def render(workdir: str, out: str, text: str | None = None, index: int | None = None,
+           image: str | None = None) -> list[str]:
+    """Render the attention pictures of the run in `workdir` into `out`; returns the PNG paths."""
+    from seqjax.sample import load_run
+
+    config, task, model = load_run(workdir, TASKS)
+    os.makedirs(out, exist_ok=True)
+    if config.task == "image_classification":
+        return render_vit(task, model, out, index=index, image_path=image)
+    if text is None:
+        raise ValueError(f"--input: required for a {config.task} run")
+    if config.task == "sentiment":
+        return render_sentiment(task, model, text, out)
+    if config.task == "char_lm":
+        return render_char_lm(task, model, text, out)
+    return render_g2p(task, model, text, out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m seqjax.viz", description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", required=True, help="a training run's workdir")
+    parser.add_argument("--out", required=True, help="folder for the PNGs")
+    parser.add_argument("--input", default=None, help="text (sentiment, char_lm) or a word (g2p)")
+    parser.add_argument("--index", type=int, default=None, help="ViT: index of a test image")
+    parser.add_argument("--image", default=None, help="ViT: an image file (.npy with 0..255 pixels, or .png) "
+                        "of the model's input size")
+    args = parser.parse_args(argv)
+    try:
+        paths = render(args.workdir, args.out, text=args.input, index=args.index, image=args.image)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"seqjax.viz: error: {e}", file=sys.stderr)
+        return 2
+    for p in paths:
+        print(p)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -31,11 +31,17 @@ def _loss(ys, final):
 
 
 def _both(kind, params, xs, state, **kwargs):
-    """(value, grads wrt params, xs, initial state) for the fused layer and the scan reference."""
+    """((value, (ys, final)), grads wrt params, xs and initial state), for the fused layer and the reference."""
     cell = cells.Cell(kind)
-    fused = lambda p, x, s: _loss(*LAYERS[kind](p, x, initial_state=s, **kwargs))
-    reference = lambda p, x, s: _loss(*scan.unroll(cell, p, x, initial_state=s, **kwargs))
-    return [jax.value_and_grad(f, argnums=(0, 1, 2))(params, xs, state) for f in (fused, reference)]
+    layers = {"fused": lambda p, x, s: LAYERS[kind](p, x, initial_state=s, **kwargs),
+              "reference": lambda p, x, s: scan.unroll(cell, p, x, initial_state=s, **kwargs)}
+    results = []
+    for layer in layers.values():
+        def f(p, x, s, layer=layer):
+            out = layer(p, x, s)
+            return _loss(*out), out
+        results.append(jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2), has_aux=True))(params, xs, state))
+    return results
 
 
 def _assert_trees_close(actual, expected, rtol=1e-5, atol=1e-5):
@@ -43,24 +49,23 @@ def _assert_trees_close(actual, expected, rtol=1e-5, atol=1e-5):
         np.testing.assert_allclose(np.asarray(a), np.asarray(e), rtol=rtol, atol=atol)
 
 
-PADDING = {
-    "none": {},
+CASES = {
+    "plain": {},
     "lengths": {"lengths": jnp.array([T, 0, 3])},  # full, empty and partial sequences
-    "mask": {"mask": jnp.array([[True] * T, [True] * 2 + [False] * (T - 2), [False] * T])},
+    "lengths-reverse": {"lengths": jnp.array([T, 0, 3]), "reverse": True},
+    "mask-reverse": {"mask": jnp.array([[True] * T, [True] * 2 + [False] * (T - 2), [False] * T]),
+                     "reverse": True},
 }
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
-@pytest.mark.parametrize("padding", list(PADDING))
-@pytest.mark.parametrize("reverse", [False, True])
-def test_outputs_and_gradients_match_scan_unroll(kind, padding, reverse):
-    cell, params, xs, state = _setup(kind)
-    kwargs = dict(PADDING[padding], reverse=reverse)
-    ys, final = LAYERS[kind](params, xs, initial_state=state, **kwargs)
-    ys_ref, final_ref = scan.unroll(cell, params, xs, initial_state=state, **kwargs)
+@pytest.mark.parametrize("case", list(CASES))
+def test_outputs_and_gradients_match_scan_unroll(kind, case):
+    _, params, xs, state = _setup(kind)
+    ((value, (ys, final)), grads), ((value_ref, (ys_ref, final_ref)), grads_ref) = _both(
+        kind, params, xs, state, **CASES[case])
     assert ys.shape == (B, T, H) and type(final) is type(final_ref)
     _assert_trees_close((ys, final), (ys_ref, final_ref), rtol=1e-6, atol=1e-6)
-    (value, grads), (value_ref, grads_ref) = _both(kind, params, xs, state, **kwargs)
     np.testing.assert_allclose(value, value_ref, rtol=1e-6)
     _assert_trees_close(grads, grads_ref)
 
@@ -70,13 +75,14 @@ def test_padding_equals_truncated_sequences(kind):
     """Each padded sequence gives the outputs and final state of the same sequence cut to its length."""
     _, params, xs, state = _setup(kind)
     lengths = np.array([T, 0, 3])
-    ys, final = LAYERS[kind](params, xs, lengths=jnp.asarray(lengths), initial_state=state)
+    layer = jax.jit(LAYERS[kind])
+    ys, final = layer(params, xs, lengths=jnp.asarray(lengths), initial_state=state)
     for b, n in enumerate(lengths):
         one = jax.tree.map(lambda s, b=b: s[b:b + 1], state)
         if n == 0:  # nothing to run: the state is untouched, the outputs are all padding
             _assert_trees_close(jax.tree.map(lambda s, b=b: s[b:b + 1], final), one, rtol=0, atol=0)
         else:
-            ys_cut, final_cut = LAYERS[kind](params, xs[b:b + 1, :n], initial_state=one)
+            ys_cut, final_cut = layer(params, xs[b:b + 1, :n], initial_state=one)
             np.testing.assert_allclose(ys[b, :n], ys_cut[0], rtol=1e-6, atol=1e-6)
             final_b = jax.tree.map(lambda s, b=b: s[b:b + 1], final)
             _assert_trees_close(final_b, final_cut, rtol=1e-6, atol=1e-6)
@@ -87,11 +93,11 @@ def test_padding_equals_truncated_sequences(kind):
 def test_recurrent_dropout_and_unroll_match_scan_unroll(kind):
     cell, params, xs, state = _setup(kind)
     kwargs = dict(lengths=jnp.array([5, 2, 6]), recurrent_dropout=0.4, key=jax.random.key(3))
-    (value, grads), (value_ref, grads_ref) = _both(kind, params, xs, state, **kwargs)
+    ((value, _), grads), ((value_ref, _), grads_ref) = _both(kind, params, xs, state, **kwargs)
     np.testing.assert_allclose(value, value_ref, rtol=1e-6)
     _assert_trees_close(grads, grads_ref)
     # The mask really applies: without the key (evaluation) the result differs.
-    (value_eval, _), _ = _both(kind, params, xs, state, lengths=kwargs["lengths"])
+    value_eval = _loss(*LAYERS[kind](params, xs, initial_state=state, lengths=kwargs["lengths"]))
     assert abs(float(value_eval) - float(value)) > 1e-3
     # Unrolled scans (both directions) and jit change nothing.
     fused = jax.jit(jax.grad(lambda p: _loss(*LAYERS[kind](p, xs, initial_state=state, unroll=3,
@@ -105,9 +111,9 @@ def test_gradients_match_finite_differences(kind):
     with jax.enable_x64(True):
         _, params, xs, state = _setup(kind, jnp.float64)
         lengths = jnp.array([T, 2, 0])
-        f = lambda p, x, s: _loss(*LAYERS[kind](p, x, lengths=lengths, initial_state=s, reverse=True))
+        f = jax.jit(lambda p, x, s: _loss(*LAYERS[kind](p, x, lengths=lengths, initial_state=s, reverse=True)))
         args = (params, xs, state)
-        grads = jax.grad(f, argnums=(0, 1, 2))(*args)
+        grads = jax.jit(jax.grad(f, argnums=(0, 1, 2)))(*args)
         eps = 1e-6
         leaves, treedef = jax.tree.flatten(args)
         for seed in range(3):
