@@ -18,6 +18,7 @@ def get_config(arg: str | None = None):
     c.data.seq_len = 128
     c.data.max_train_chars = 0
     c.data.max_val_chars = 0
+    c.data.sample_length = 300
 
     m = c.model
     m.num_layers = 4
@@ -47,6 +48,7 @@ def get_config(arg: str | None = None):
         c.data.seq_len = 32
         c.data.max_train_chars = 20_000
         c.data.max_val_chars = 4_000
+        c.data.sample_length = 20
         m.num_layers, m.num_heads, m.d_model, m.mlp_dim, m.max_len = 1, 2, 16, 32, 32
         c.optim.warmup_steps = 2
         c.train.steps = 6

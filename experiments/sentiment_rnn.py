@@ -3,9 +3,9 @@
 Variants (comma-separated): "full" (default) or "smoke"; a model "lstm" | "gru" | "bilstm" (default bilstm).
 Goal: >= 77% test accuracy (Kim 2014's CNN-rand reported 76.1% on this corpus, 10-fold CV).
 
-Data: movie-review sentence polarity (vaderSentiment 3.3.2's copy, 10,568 sentences with a non-zero mean score),
-split 80/10/10 with seed 0 by `load_polarity_splits`; vocabulary from the training split (words seen >= 1 time),
-sentences padded/truncated to 50 tokens. Embedding learned from scratch.
+Data: movie-review sentence polarity (vaderSentiment 3.3.2's copy, 10,568 sentences with a non-zero mean
+score), split 80/10/10 with seed 0 by `load_polarity_splits`; vocabulary from the training split (words seen
+>= 1 time), sentences padded/truncated to 50 tokens. Embedding learned from scratch.
 
 Result, AS MEASURED (2-core CPU shared with other jobs):
     python launch.py --config=experiments/sentiment_rnn.py:full --workdir=/tmp/sentiment_rnn

@@ -4,8 +4,8 @@ Variants (comma-separated): "full" (default) or "smoke"; a cell "rnn" | "lstm" |
 "h5" predicts the next 5 days instead of 1 (any "h<N>"). Example: `--config=experiments/stocks.py:full,gru`.
 
 Data: adjusted closes from bokeh-sampledata on the 2,148 trading days the four share (2004-08-19..2013-03-01),
-as daily log returns in percent (see seqjax/tasks/forecast.py for why returns), normalised with training-period
-statistics; chronological split 70/15/15 by target day (test: 2011-10..2013-03).
+as daily log returns in percent (see seqjax/tasks/forecast.py for why returns), normalised with
+training-period statistics; chronological split 70/15/15 by target day (test: 2011-10..2013-03).
 
 Result, AS MEASURED (fill-in below is from the run this docstring names; 2-core CPU shared with other jobs):
     python launch.py --config=experiments/stocks.py:full --workdir=/tmp/stocks
@@ -37,8 +37,8 @@ def get_config(arg: str | None = None):
     c.optim.lr = 1e-3
     c.optim.weight_decay = 1e-2
     c.optim.warmup_steps = 50
-    # Short training on purpose: validation loss is lowest after a few hundred steps and rises after (with 1500
-    # steps and H = 32 the test MAE ended 7.7% worse than persistence): day-ahead returns are mostly noise.
+    # Short training on purpose: validation loss is lowest after a few hundred steps and rises after (with
+    # 1500 steps and H = 32 the test MAE ended 7.7% worse than persistence): daily returns are mostly noise.
     c.train.steps = 300
     c.train.batch_size = 64
     c.train.eval_every = 100

@@ -82,6 +82,11 @@ def _dropped(h: jax.Array, rmask: jax.Array | None) -> jax.Array:
     return h * (rmask if h.ndim == 2 else rmask[None])
 
 
+def _gate_scale(per_gate: tuple[float, ...], H: int, dtype) -> jax.Array:
+    """[1, G*H]: each gate's constant repeated over its H columns."""
+    return jnp.repeat(jnp.asarray(per_gate, dtype), H)[None, :]
+
+
 def _time_major_projection(xs: jax.Array, w_x: jax.Array, b: jax.Array) -> jax.Array:
     """xs [B, T, D] -> xs @ w_x + b as [T, B, G], one matmul for every step."""
     return jnp.einsum("btd,dg->tbg", xs, w_x) + b[None, None, :]
@@ -123,21 +128,20 @@ def _lstm_forward(params, xs, keep, rmask, h0, c0, reverse, unroll):
     H = params.w_h.shape[0]
     xp = _time_major_projection(xs, params.w_x, params.b)  # [T, B, 4H]
     w_h = params.w_h
+    scale = _gate_scale((1.0, 1.0, 2.0, 1.0), H, xp.dtype)  # tanh(g) = 2 sigmoid(2 g) - 1
 
     def step(carry, inputs):
         h, c = carry
         xp_t, keep_t = inputs
         gates = xp_t + _dropped(h, rmask) @ w_h  # [B, 4H]
-        i = jax.nn.sigmoid(gates[:, :H])
-        f = jax.nn.sigmoid(gates[:, H:2 * H])
-        g = jnp.tanh(gates[:, 2 * H:3 * H])
-        o = jax.nn.sigmoid(gates[:, 3 * H:])
+        # All four activations in one elementwise pass, so no concatenation is needed to save them.
+        acts = jax.nn.sigmoid(gates * scale) * scale - (scale - 1.0)  # [B, 4H]
+        i, f, g, o = acts[:, :H], acts[:, H:2 * H], acts[:, 2 * H:3 * H], acts[:, 3 * H:]
         c_new = f * c + i * g
         h_new = o * jnp.tanh(c_new)
         if keep_t is not None:
             h_new = jnp.where(keep_t, h_new, h)
             c_new = jnp.where(keep_t, c_new, c)
-        acts = jnp.concatenate([i, f, g, o], axis=-1)
         return (h_new, c_new), (acts, h_new, c_new)
 
     (h_T, c_T), (acts, hs, cs) = jax.lax.scan(step, (h0, c0), (xp, keep), reverse=reverse, unroll=unroll)
@@ -166,24 +170,28 @@ def _lstm_backward(res: _LSTMResiduals, d_ys, d_h_T, d_c_T, reverse, unroll):
     w_h_t = res.w_h.T  # [4H, H]
     keep = res.keep
 
+    scale = _gate_scale((1.0, 1.0, 2.0, 1.0), H, res.acts.dtype).reshape(1, 4, H)
+    block = jnp.arange(4).reshape(1, 4, 1)  # which gate a column of [B, 4, H] belongs to
+
     def step(carry, inputs):
         dh, dc = carry
         acts, c_t, c_before, dy_t, keep_t = inputs
-        i, f, g, o = acts[:, :H], acts[:, H:2 * H], acts[:, 2 * H:3 * H], acts[:, 3 * H:]
-        tanh_c = jnp.tanh(c_t)
-        dh_new, dc_new = dy_t + dh, dc
+        acts = acts.reshape(-1, 4, H)  # [B, 4, H]
+        i, f, g, o = acts[:, 0:1], acts[:, 1:2], acts[:, 2:3], acts[:, 3:4]  # each [B, 1, H]
+        tanh_c = jnp.tanh(c_t)[:, None, :]  # [B, 1, H]
+        dh_new, dc_new = (dy_t + dh)[:, None, :], dc[:, None, :]
         if keep_t is not None:
-            dh_new = jnp.where(keep_t, dh_new, 0.0)
-            dc_new = jnp.where(keep_t, dc_new, 0.0)
+            dh_new = jnp.where(keep_t[:, :, None], dh_new, 0.0)
+            dc_new = jnp.where(keep_t[:, :, None], dc_new, 0.0)
         dc_new = dc_new + dh_new * o * (1.0 - tanh_c * tanh_c)
-        d_gates = jnp.concatenate([
-            dc_new * g * i * (1.0 - i),
-            dc_new * c_before * f * (1.0 - f),
-            dc_new * i * (1.0 - g * g),
-            dh_new * tanh_c * o * (1.0 - o),
-        ], axis=-1)  # [B, 4H]
+        # d_gates = d_acts * (activation derivative), built as one [B, 4, H] elementwise expression:
+        #   d_acts = (dc_new * g, dc_new * c_{t-1}, dc_new * i, dh_new * tanh(c_t))
+        #   derivative = a (1 - a) for the sigmoids, 1 - a^2 for tanh, i.e. (a + scale - 1) (1 - a)
+        d_acts = jnp.where(block == 3, dh_new * tanh_c, dc_new) * jnp.where(
+            block == 0, g, jnp.where(block == 1, c_before[:, None, :], jnp.where(block == 2, i, 1.0)))
+        d_gates = (d_acts * (acts + scale - 1.0) * (1.0 - acts)).reshape(-1, 4 * H)  # [B, 4H]
         dh_prev = _dropped(d_gates @ w_h_t, res.rmask)
-        dc_prev = dc_new * f
+        dc_prev = (dc_new * f)[:, 0, :]
         if keep_t is not None:
             dh_prev = dh_prev + jnp.where(keep_t, 0.0, dh)
             dc_prev = dc_prev + jnp.where(keep_t, 0.0, dc)

@@ -23,10 +23,10 @@ import numpy as np
 from flax import nnx
 
 from seqjax import attention as attn_lib
-from seqjax import decoding
+from seqjax import decoding, positional
 from seqjax import masks as masks_lib
-from seqjax import positional
 from seqjax.dropout import dropout
+
 
 def _keys(key: jax.Array | None, n: int) -> list[jax.Array | None]:
     return [None] * n if key is None else list(jax.random.split(key, n))
@@ -40,7 +40,8 @@ def check_token_ids(tokens, vocab_size: int, name: str = "tokens") -> None:
     if not isinstance(tokens, jax.core.Tracer):
         ids = np.asarray(tokens)
         if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
-            raise ValueError(f"{name}: token ids must lie in [0, V) = [0, {vocab_size}), got min {ids.min()}, "
+            raise ValueError(f"{name}: token ids must lie in [0, V) = [0, {vocab_size}), "
+                             f"got min {ids.min()}, "
                              f"max {ids.max()}")
 
 
@@ -64,14 +65,15 @@ class MultiHeadAttention(nnx.Module):
     def __init__(self, d_model: int, num_heads: int, *, num_kv_heads: int | None = None,
                  head_dim: int | None = None, context_dim: int | None = None, dropout_rate: float = 0.0,
                  use_bias: bool = True, rope: bool = False, rope_base: float = 10000.0, rngs: nnx.Rngs):
-        self.num_heads, self.num_kv_heads, self.head_dim = attn_lib.head_dims(d_model, num_heads, num_kv_heads,
-                                                                              head_dim)
+        self.num_heads, self.num_kv_heads, self.head_dim = attn_lib.head_dims(
+            d_model, num_heads, num_kv_heads, head_dim)
         if rope and self.head_dim % 2:
             raise ValueError(f"rope: needs an even head width, got K = {self.head_dim}")
         p = attn_lib.init_multi_head(rngs.params(), d_model, num_heads, num_kv_heads=num_kv_heads,
                                      head_dim=head_dim, context_dim=context_dim, use_bias=use_bias)
         self.wq, self.wk, self.wv, self.wo = (nnx.Param(a) for a in (p.wq, p.wk, p.wv, p.wo))
-        self.bq, self.bk, self.bv, self.bo = (None if a is None else nnx.Param(a) for a in (p.bq, p.bk, p.bv, p.bo))
+        self.bq, self.bk, self.bv, self.bo = (None if a is None else nnx.Param(a)
+                                              for a in (p.bq, p.bk, p.bv, p.bo))
         self.dropout_rate = dropout_rate
         self.rope, self.rope_base = rope, rope_base
 
@@ -84,7 +86,8 @@ class MultiHeadAttention(nnx.Module):
         return decoding.init_cache(batch_size, max_len, self.num_kv_heads, self.head_dim, dtype)
 
     def __call__(self, x: jax.Array, context: jax.Array | None = None, mask: jax.Array | None = None, *,
-                 causal: bool = False, positions: jax.Array | None = None, cache: decoding.KVCache | None = None,
+                 causal: bool = False, positions: jax.Array | None = None,
+                 cache: decoding.KVCache | None = None,
                  key: jax.Array | None = None, return_weights: bool = False,
                  implementation: str | None = None) -> AttentionOutput:
         """x [B, T, D] attends over context [B, S, Dc] (None: over itself).
@@ -142,7 +145,8 @@ class TransformerBlock(nnx.Module):
     """
 
     def __init__(self, d_model: int, num_heads: int, mlp_dim: int, *, cross_attention: bool = False,
-                 num_kv_heads: int | None = None, dropout_rate: float = 0.0, attention_dropout_rate: float = 0.0,
+                 num_kv_heads: int | None = None, dropout_rate: float = 0.0,
+                 attention_dropout_rate: float = 0.0,
                  pre_ln: bool = True, rope: bool = False, rngs: nnx.Rngs):
         self.self_attn = MultiHeadAttention(d_model, num_heads, num_kv_heads=num_kv_heads,
                                             dropout_rate=attention_dropout_rate, rope=rope, rngs=rngs)
@@ -167,7 +171,7 @@ class TransformerBlock(nnx.Module):
                  context: jax.Array | None = None, context_mask: jax.Array | None = None,
                  cache: decoding.KVCache | None = None, key: jax.Array | None = None,
                  return_attention: bool = False, implementation: str | None = None) -> BlockOutput:
-        """x [B, T, D]; mask broadcastable to [B, N, T, T]; context [B, S, D] with context_mask [B, N, T, S]."""
+        """x [B, T, D]; mask broadcastable to [B, N, T, T]; context [B, S, D], context_mask [B, N, T, S]."""
         k_attn, k_res1, k_cross, k_res2, k_res3 = _keys(key, 5)
         weights = {}
 
@@ -213,24 +217,25 @@ class DecoderBlock(TransformerBlock):
 class LayerStack(nnx.Module):
     """L blocks of identical structure with parameters stacked on a leading [L] axis, run by jax.lax.scan.
 
-    `make_block(rngs)` builds one block; it is called once per layer under jax.vmap over the init keys, so
-    every parameter gets shape [L, ...]. remat=True rematerialises each layer in the backward pass.
+    `make_block(rngs)` builds one block; it is called once per layer and the parameters are stacked, so every
+    parameter gets shape [L, ...]. remat=True rematerialises each layer in the backward pass.
     """
 
     def __init__(self, make_block: Callable[[nnx.Rngs], nnx.Module], num_layers: int, *, remat: bool = False,
                  rngs: nnx.Rngs):
         if num_layers < 1:
             raise ValueError(f"num_layers: must be >= 1, got {num_layers}")
-        graphdef = nnx.graphdef(nnx.eval_shape(lambda: make_block(nnx.Rngs(0))))
-        init_one = lambda key: nnx.state(make_block(nnx.Rngs(params=key)))
-        # One compiled program instead of eagerly dispatching every initialiser op under vmap.
-        states = jax.jit(jax.vmap(init_one))(jax.random.split(rngs.params(), num_layers))
-        self.blocks = nnx.merge(graphdef, states)
+        # Blocks are built one by one (eager initialiser ops are cached across layers and models, where a
+        # vmapped or jitted initialiser would compile afresh for every stack) and their states stacked.
+        keys = jax.random.split(rngs.params(), num_layers)
+        blocks = [nnx.split(make_block(nnx.Rngs(params=k))) for k in keys]
+        states = jax.tree.map(lambda *leaves: jnp.stack(leaves), *(state for _, state in blocks))
+        self.blocks = nnx.merge(blocks[0][0], states)
         self.num_layers, self.remat = num_layers, remat
 
     def __call__(self, x: jax.Array, *, cache: decoding.KVCache | None = None, key: jax.Array | None = None,
                  **block_kwargs) -> BlockOutput:
-        """Apply the L blocks in order; cache (if any) is stacked [L, ...]; weights come back stacked [L, ...].
+        """Apply the L blocks in order; cache (if any) is stacked [L, ...]; weights come back as [L, ...].
 
         Equivalent to:
             for l in range(L):
@@ -273,7 +278,7 @@ class TokenEmbedding(nnx.Module):
 
 
 class PositionEmbedding(nnx.Module):
-    """Additive positions: a learned [T_max, D] table or the fixed sinusoidal one; 'rope' adds nothing here."""
+    """Additive positions: a learned [T_max, D] table or the fixed sinusoidal one; 'rope' adds nothing."""
 
     def __init__(self, kind: str, max_len: int, d_model: int, *, rngs: nnx.Rngs):
         if kind not in ("learned", "sinusoidal", "rope"):
@@ -314,7 +319,8 @@ def _check_cache_room(cache: decoding.KVCache, t: int) -> None:
 
 
 def _block_kwargs(num_kv_heads, dropout_rate, attention_dropout_rate, pre_ln, rope) -> dict[str, Any]:
-    return dict(num_kv_heads=num_kv_heads, dropout_rate=dropout_rate, attention_dropout_rate=attention_dropout_rate,
+    return dict(num_kv_heads=num_kv_heads, dropout_rate=dropout_rate,
+                attention_dropout_rate=attention_dropout_rate,
                 pre_ln=pre_ln, rope=rope)
 
 
@@ -322,10 +328,12 @@ class EncoderStack(nnx.Module):
     """Scanned encoder blocks + final LayerNorm (pre-LN) over x [B, T, D]."""
 
     def __init__(self, d_model: int, num_heads: int, num_layers: int, mlp_dim: int, *,
-                 num_kv_heads: int | None = None, dropout_rate: float = 0.0, attention_dropout_rate: float = 0.0,
+                 num_kv_heads: int | None = None, dropout_rate: float = 0.0,
+                 attention_dropout_rate: float = 0.0,
                  pre_ln: bool = True, rope: bool = False, remat: bool = False, rngs: nnx.Rngs):
         kw = _block_kwargs(num_kv_heads, dropout_rate, attention_dropout_rate, pre_ln, rope)
-        self.layers = LayerStack(lambda r: EncoderBlock(d_model, num_heads, mlp_dim, rngs=r, **kw), num_layers,
+        self.layers = LayerStack(lambda r: EncoderBlock(d_model, num_heads, mlp_dim, rngs=r, **kw),
+                                 num_layers,
                                  remat=remat, rngs=rngs)
         self.ln_f = nnx.LayerNorm(d_model, rngs=rngs) if pre_ln else None
 
@@ -357,18 +365,20 @@ class Encoder(nnx.Module):
 
     def encode_embeddings(self, x: jax.Array, attn_mask: jax.Array | None = None, *, key=None,
                           return_attention=False, implementation=None):
-        """x [B, T, D] token embeddings (positions not yet added) -> (h [B, T, D], weights [L, B, N, T, T])."""
+        """x [B, T, D] token embeddings (no positions yet) -> (h [B, T, D], weights [L, B, N, T, T])."""
         k_emb, k_stack = _keys(key, 2)
         x = dropout(self.pos(x), self.dropout_rate, k_emb)
         return self.stack(x, attn_mask, key=k_stack, return_attention=return_attention,
                           implementation=implementation)
 
     def __call__(self, tokens: jax.Array, lengths: jax.Array | None = None, *, mask: jax.Array | None = None,
-                 key: jax.Array | None = None, return_attention: bool = False, implementation: str | None = None):
+                 key: jax.Array | None = None, return_attention: bool = False,
+                 implementation: str | None = None):
         """Returns h [B, T, D], or (h, weights [L, B, N, T, T]) with return_attention."""
         valid = _valid_mask(lengths, mask, *tokens.shape)
-        h, w = self.encode_embeddings(self.embed(tokens), None if valid is None else masks_lib.padding_mask(valid),
-                                      key=key, return_attention=return_attention, implementation=implementation)
+        attn_mask = None if valid is None else masks_lib.padding_mask(valid)
+        h, w = self.encode_embeddings(self.embed(tokens), attn_mask, key=key,
+                                      return_attention=return_attention, implementation=implementation)
         return (h, w) if return_attention else h
 
 
@@ -390,7 +400,8 @@ class TransformerClassifier(nnx.Module):
         self.pooling = pooling
 
     def __call__(self, tokens: jax.Array, lengths: jax.Array | None = None, *, mask: jax.Array | None = None,
-                 key: jax.Array | None = None, return_attention: bool = False, implementation: str | None = None):
+                 key: jax.Array | None = None, return_attention: bool = False,
+                 implementation: str | None = None):
         B, T = tokens.shape
         x = self.encoder.embed(tokens)
         valid = _valid_mask(lengths, mask, B, T)
@@ -400,7 +411,8 @@ class TransformerClassifier(nnx.Module):
             x = jnp.concatenate([cls.astype(x.dtype), x], axis=1)  # [B, 1 + T, D]
             valid = jnp.concatenate([jnp.ones((B, 1), bool), valid], axis=1)
         h, w = self.encoder.encode_embeddings(x, masks_lib.padding_mask(valid), key=key,
-                                              return_attention=return_attention, implementation=implementation)
+                                              return_attention=return_attention,
+                                              implementation=implementation)
         if self.pooling == "cls":
             pooled = h[:, 0]
         else:
@@ -415,13 +427,15 @@ class DecoderOnly(nnx.Module):
 
     def __init__(self, vocab_size: int, d_model: int, num_heads: int, num_layers: int, mlp_dim: int,
                  max_len: int, *, tie_embeddings: bool = True, positions: str = "learned",
-                 num_kv_heads: int | None = None, dropout_rate: float = 0.0, attention_dropout_rate: float = 0.0,
+                 num_kv_heads: int | None = None, dropout_rate: float = 0.0,
+                 attention_dropout_rate: float = 0.0,
                  pre_ln: bool = True, remat: bool = False, rngs: nnx.Rngs):
         self.vocab_size, self.max_len = vocab_size, max_len
         self.embed = TokenEmbedding(vocab_size, d_model, rngs=rngs)
         self.pos = PositionEmbedding(positions, max_len, d_model, rngs=rngs)
         kw = _block_kwargs(num_kv_heads, dropout_rate, attention_dropout_rate, pre_ln, positions == "rope")
-        self.layers = LayerStack(lambda r: DecoderBlock(d_model, num_heads, mlp_dim, rngs=r, **kw), num_layers,
+        self.layers = LayerStack(lambda r: DecoderBlock(d_model, num_heads, mlp_dim, rngs=r, **kw),
+                                 num_layers,
                                  remat=remat, rngs=rngs)
         self.ln_f = nnx.LayerNorm(d_model, rngs=rngs) if pre_ln else None
         self.head = None if tie_embeddings else nnx.Linear(d_model, vocab_size, rngs=rngs)
@@ -464,7 +478,7 @@ class DecoderOnly(nnx.Module):
     def generate(self, prompt: jax.Array, max_new_tokens: int, *, key: jax.Array | None = None,
                  temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                  eos_id: int | None = None, pad_id: int = 0) -> jax.Array:
-        """prompt int[B, T0] -> int[B, T0 + max_new_tokens], greedy when key is None (see decoding.generate)."""
+        """prompt int[B, T0] -> int[B, T0 + max_new_tokens]; greedy when key is None (decoding.generate)."""
         check_token_ids(prompt, self.vocab_size, "prompt")
         need = prompt.shape[1] + max_new_tokens - 1  # the last token is never fed back
         positional.check_length(need, self.max_len, "prompt + max_new_tokens - 1")
@@ -473,7 +487,8 @@ class DecoderOnly(nnx.Module):
 
 
 @nnx.jit(static_argnames=("max_new_tokens", "temperature", "top_k", "top_p", "eos_id", "pad_id"))
-def _generate_lm(model: DecoderOnly, prompt, key, *, max_new_tokens, temperature, top_k, top_p, eos_id, pad_id):
+def _generate_lm(model: DecoderOnly, prompt, key, *, max_new_tokens, temperature, top_k, top_p, eos_id,
+                 pad_id):
     cache = model.init_cache(prompt.shape[0], prompt.shape[1] + max_new_tokens - 1)
 
     def step_fn(tokens, cache):
@@ -485,12 +500,13 @@ def _generate_lm(model: DecoderOnly, prompt, key, *, max_new_tokens, temperature
 
 
 class EncoderDecoder(nnx.Module):
-    """Translation-style transformer: source int[B, S] -> encoder; target int[B, T] -> logits [B, T, V_tgt]."""
+    """Translation-style transformer: source int[B, S] -> encoder; target int[B, T] -> logits [B, T, V]."""
 
     def __init__(self, src_vocab_size: int, tgt_vocab_size: int, d_model: int, num_heads: int,
                  num_encoder_layers: int, num_decoder_layers: int, mlp_dim: int, max_src_len: int,
                  max_tgt_len: int, *, tie_embeddings: bool = True, positions: str = "learned",
-                 num_kv_heads: int | None = None, dropout_rate: float = 0.0, attention_dropout_rate: float = 0.0,
+                 num_kv_heads: int | None = None, dropout_rate: float = 0.0,
+                 attention_dropout_rate: float = 0.0,
                  pre_ln: bool = True, remat: bool = False, rngs: nnx.Rngs):
         self.encoder = Encoder(src_vocab_size, d_model, num_heads, num_encoder_layers, mlp_dim, max_src_len,
                                positions=positions, num_kv_heads=num_kv_heads, dropout_rate=dropout_rate,
@@ -508,7 +524,8 @@ class EncoderDecoder(nnx.Module):
         self.dropout_rate = dropout_rate
         self.num_kv_heads, self.head_dim = attn_lib.head_dims(d_model, num_heads, num_kv_heads)[1:]
 
-    def encode(self, src: jax.Array, src_lengths: jax.Array | None = None, *, key=None, return_attention=False,
+    def encode(self, src: jax.Array, src_lengths: jax.Array | None = None, *, key=None,
+               return_attention=False,
                implementation=None) -> tuple[jax.Array, jax.Array, jax.Array | None]:
         """-> (memory [B, S, D], source validity bool[B, S], encoder weights [L, B, N, S, S] or None)."""
         valid = _valid_mask(src_lengths, None, *src.shape, "src_lengths")
@@ -518,20 +535,23 @@ class EncoderDecoder(nnx.Module):
                                                    implementation=implementation)
         return memory, valid, w
 
-    def decode_embeddings(self, y: jax.Array, memory: jax.Array, src_valid: jax.Array, *, offset=0, cache=None,
+    def decode_embeddings(self, y: jax.Array, memory: jax.Array, src_valid: jax.Array, *, offset=0,
+                          cache=None,
                           key=None, return_attention=False, implementation=None):
         """Target embeddings y [B, T, D] -> (logits [B, T, V], cache, {"self", "cross"} weights or {})."""
         k_emb, k_stack = _keys(key, 2)
         y = dropout(self.pos(y, offset), self.dropout_rate, k_emb)
         out = self.layers(y, cache=cache, key=k_stack, context=memory,
-                          context_mask=masks_lib.cross_attention_mask(src_valid), return_attention=return_attention,
+                          context_mask=masks_lib.cross_attention_mask(src_valid),
+                          return_attention=return_attention,
                           implementation=implementation)
         h = out.x if self.ln_f is None else self.ln_f(out.x)
         logits = self.embed.attend(h) if self.head is None else self.head(h)
         return logits, out.cache, out.weights
 
     def __call__(self, src: jax.Array, tgt: jax.Array, src_lengths: jax.Array | None = None, *,
-                 key: jax.Array | None = None, return_attention: bool = False, implementation: str | None = None):
+                 key: jax.Array | None = None, return_attention: bool = False,
+                 implementation: str | None = None):
         """Teacher forcing: src int[B, S], tgt int[B, T] (decoder inputs) -> logits [B, T, V_tgt].
 
         With return_attention: (logits, {"encoder": [L, B, N, S, S], "self": [L, B, N, T, T],
@@ -541,7 +561,8 @@ class EncoderDecoder(nnx.Module):
         memory, valid, w_enc = self.encode(src, src_lengths, key=k_enc, return_attention=return_attention,
                                            implementation=implementation)
         logits, _, w = self.decode_embeddings(self.embed(tgt), memory, valid, key=k_dec,
-                                              return_attention=return_attention, implementation=implementation)
+                                              return_attention=return_attention,
+                                              implementation=implementation)
         if return_attention:
             return logits, {"encoder": w_enc, **w}
         return logits
@@ -556,11 +577,13 @@ class EncoderDecoder(nnx.Module):
     def decode(self, tokens: jax.Array, memory: jax.Array, src_valid: jax.Array, cache: decoding.KVCache):
         """Feed target tokens int[B, t] after the cached prefix: (logits [B, t, V], updated cache)."""
         _check_cache_room(cache, tokens.shape[1])
-        logits, cache, _ = self.decode_embeddings(self.embed(tokens), memory, src_valid, offset=cache.index[0],
+        logits, cache, _ = self.decode_embeddings(self.embed(tokens), memory, src_valid,
+                                                  offset=cache.index[0],
                                                   cache=cache)
         return logits, cache
 
-    def generate(self, src: jax.Array, src_lengths: jax.Array | None = None, *, max_new_tokens: int, bos_id: int,
+    def generate(self, src: jax.Array, src_lengths: jax.Array | None = None, *, max_new_tokens: int,
+                 bos_id: int,
                  eos_id: int | None = None, pad_id: int = 0, beam_size: int = 1, alpha: float = 0.6,
                  key: jax.Array | None = None, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None):
@@ -613,7 +636,8 @@ def patchify(images: jax.Array, patch_size: int | tuple[int, int]) -> jax.Array:
         raise ValueError(f"images: expected [B, height, width, channels], got {tuple(images.shape)}")
     B, H, W, C = images.shape
     if H % ph or W % pw:
-        raise ValueError(f"images: height x width = {H} x {W} must be divisible by the patch size {ph} x {pw}")
+        raise ValueError(f"images: height x width = {H} x {W} must be divisible by the patch size "
+                         f"{ph} x {pw}")
     x = images.reshape(B, H // ph, ph, W // pw, pw, C)  # [B, gh, ph, gw, pw, C]
     x = x.transpose(0, 1, 3, 2, 4, 5)  # [B, gh, gw, ph, pw, C]
     return x.reshape(B, (H // ph) * (W // pw), ph * pw * C)
@@ -623,7 +647,8 @@ def unpatchify(patches: jax.Array, patch_size: int | tuple[int, int], height: in
     """Inverse of `patchify`: patches [B, P, ph * pw * C] -> images [B, height, width, C]."""
     ph, pw = _pair(patch_size)
     if height % ph or width % pw:
-        raise ValueError(f"height x width = {height} x {width} must be divisible by the patch size {ph} x {pw}")
+        raise ValueError(f"height x width = {height} x {width} must be divisible by the patch size "
+                         f"{ph} x {pw}")
     B, P, F = patches.shape
     gh, gw = height // ph, width // pw
     if P != gh * gw or F % (ph * pw):
@@ -655,7 +680,8 @@ class ViT(nnx.Module):
         if pooling not in ("cls", "mean"):
             raise ValueError(f"pooling: expected 'cls' or 'mean', got {pooling!r}")
         self.grid = (H // ph, W // pw)
-        self.channels, self.positions, self.pooling, self.dropout_rate = channels, positions, pooling, dropout_rate
+        self.channels, self.positions, self.pooling = channels, positions, pooling
+        self.dropout_rate = dropout_rate
         self.patch_embed = nnx.Linear(ph * pw * channels, d_model, rngs=rngs)
         self.cls = nnx.Param(jnp.zeros((d_model,)))
         num_patches = self.grid[0] * self.grid[1]
@@ -669,7 +695,8 @@ class ViT(nnx.Module):
                  implementation: str | None = None):
         """Returns logits [B, classes], or (logits, weights [L, B, N, 1 + P, 1 + P]) with return_attention."""
         if images.ndim != 4 or images.shape[1:] != (*self.image_size, self.channels):
-            raise ValueError(f"images: expected [B, {self.image_size[0]}, {self.image_size[1]}, {self.channels}], "
+            raise ValueError(f"images: expected [B, {self.image_size[0]}, {self.image_size[1]}, "
+                             f"{self.channels}], "
                              f"got {tuple(images.shape)}")
         x = self.patch_embed(patchify(images, self.patch_size))  # [B, P, D]
         B, _, D = x.shape
@@ -681,7 +708,8 @@ class ViT(nnx.Module):
             table = jnp.concatenate([jnp.zeros((1, D)), positional.sincos_2d_table(*self.grid, D)], axis=0)
         x = x + table[None].astype(x.dtype)
         k_emb, k_stack = _keys(key, 2)
-        h, w = self.stack(dropout(x, self.dropout_rate, k_emb), key=k_stack, return_attention=return_attention,
+        h, w = self.stack(dropout(x, self.dropout_rate, k_emb), key=k_stack,
+                          return_attention=return_attention,
                           implementation=implementation)
         pooled = h[:, 0] if self.pooling == "cls" else jnp.mean(h[:, 1:], axis=1)
         logits = self.head(pooled)
@@ -704,7 +732,8 @@ VARIANTS: dict[str, Variant] = {
                                           max_len=128)),
     "gpt-mini": Variant(DecoderOnly, dict(vocab_size=8192, d_model=256, num_heads=8, num_layers=6,
                                           mlp_dim=1024, max_len=256, num_kv_heads=2, positions="rope")),
-    "bert-tiny": Variant(TransformerClassifier, dict(num_classes=2, vocab_size=30522, d_model=128, num_heads=2,
+    "bert-tiny": Variant(TransformerClassifier, dict(num_classes=2, vocab_size=30522, d_model=128,
+                                                     num_heads=2,
                                                      num_layers=2, mlp_dim=512, max_len=512)),
     "encoder-small": Variant(Encoder, dict(vocab_size=8192, d_model=256, num_heads=4, num_layers=4,
                                            mlp_dim=1024, max_len=256)),

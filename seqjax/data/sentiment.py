@@ -3,9 +3,9 @@
 Sentence polarity. `resources/movieReviewSnippets_GroundTruth.txt.gz` is, byte for byte (gzip-compressed), the
 file of that name in `additional_resources/hutto_ICWSM_2014.tar.gz` inside the vaderSentiment 3.3.2 source
 archive (MIT licence; see resources/PROVENANCE.md). Each line is `id <TAB> mean human score <TAB> sentence`:
-10,605 snippets of Rotten Tomatoes reviews (essentially Pang & Lee's sentence-polarity set) scored by 20 raters
-on [-4, 4]. The label is the sign of the mean score (1 = positive, 0 = negative); the 37 snippets whose mean is
-exactly 0 have no polarity and are dropped, leaving 10,568 (5,242 positive, 5,326 negative).
+10,605 snippets of Rotten Tomatoes reviews (essentially Pang & Lee's sentence-polarity set) scored by 20
+raters on [-4, 4]. The label is the sign of the mean score (1 = positive, 0 = negative); the 37 snippets whose
+mean is exactly 0 have no polarity and are dropped, leaving 10,568 (5,242 positive, 5,326 negative).
 
 `load_polarity_splits(seed)` is THE split every sentiment experiment uses (recurrent and transformer alike): a
 seeded permutation cut 80/10/10 into train/val/test, so test sentences are never seen in training.
@@ -54,7 +54,8 @@ def parse_polarity(text: str, source: str = "<text>") -> tuple[list[str], np.nda
     return sentences, np.asarray(scores, dtype=np.float64)
 
 
-def load_polarity(path: str | os.PathLike | None = None, *, verify: bool = True) -> tuple[list[str], np.ndarray]:
+def load_polarity(path: str | os.PathLike | None = None, *,
+                  verify: bool = True) -> tuple[list[str], np.ndarray]:
     """All polarity sentences with a non-zero mean score: (texts, labels int32[N]) with 1 = positive."""
     path = pathlib.Path(path) if path is not None else POLARITY_FILE
     if not path.exists():
@@ -67,7 +68,8 @@ def load_polarity(path: str | os.PathLike | None = None, *, verify: bool = True)
     except (OSError, EOFError) as e:
         raise ValueError(f"{path}: corrupt or truncated file ({e})") from None
     if verify and path == POLARITY_FILE and hashlib.sha256(raw).hexdigest() != POLARITY_SHA256:
-        raise ValueError(f"{path}: checksum mismatch, the file is corrupt (expected sha256 {POLARITY_SHA256})")
+        raise ValueError(f"{path}: checksum mismatch, the file is corrupt "
+                         f"(expected sha256 {POLARITY_SHA256})")
     sentences, scores = parse_polarity(raw.decode("utf-8"), str(path))
     keep = scores != 0.0  # a zero mean score carries no polarity
     texts = [s for s, k in zip(sentences, keep, strict=True) if k]

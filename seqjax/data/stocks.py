@@ -2,8 +2,8 @@
 
 `bokeh_sampledata.stocks` (BSD-3, bokeh-sampledata 2026.1) holds daily OHLCV rows for AAPL, IBM, MSFT
 (3,270 trading days, 2000-03-01..2013-03-01) and GOOG (2,148 days from its 2004-08-19 listing). `load_stocks`
-aligns the chosen symbols on their common dates (an inner join, so adding GOOG starts the table in 2004-08) and
-returns the dividend- and split-adjusted close by default, so a return computed from it is a real return.
+aligns the chosen symbols on their common dates (an inner join, so adding GOOG starts the table in 2004-08)
+and returns the dividend- and split-adjusted close by default, so a return computed from it is a real return.
 """
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ def _sampledata(symbol: str) -> dict:
     try:
         import bokeh_sampledata.stocks as stocks
     except ImportError:
-        raise ImportError("stock data needs the bokeh-sampledata package: pip install bokeh-sampledata==2026.1 "
+        raise ImportError("stock data needs the bokeh-sampledata package: "
+                          "pip install bokeh-sampledata==2026.1 "
                           "(or pip install 'seqjax[data]')") from None
     return getattr(stocks, symbol)
 
@@ -26,8 +27,8 @@ def align(tables: dict[str, dict], field: str = "adj_close") -> tuple[np.ndarray
     """Inner-join per-symbol tables {symbol: {'date': [...], field: [...]}} on date.
 
     Returns (dates datetime64[D][N] ascending, values float64[N, A]) with columns in the order of `tables`.
-    A table with unequal column lengths, duplicate or non-ISO dates, or non-positive prices raises a ValueError
-    naming the symbol.
+    A table with unequal column lengths, duplicate or non-ISO dates, or non-positive prices raises a
+    ValueError naming the symbol.
     """
     if not tables:
         raise ValueError("symbols: expected at least one symbol")
@@ -54,7 +55,8 @@ def align(tables: dict[str, dict], field: str = "adj_close") -> tuple[np.ndarray
     return np.array(common, dtype="datetime64[D]"), values
 
 
-def load_stocks(symbols: tuple[str, ...] = SYMBOLS, field: str = "adj_close") -> tuple[np.ndarray, np.ndarray]:
+def load_stocks(symbols: tuple[str, ...] = SYMBOLS,
+                field: str = "adj_close") -> tuple[np.ndarray, np.ndarray]:
     """(dates datetime64[D][N], prices float64[N, A]) for `symbols` on their common trading days."""
     symbols = tuple(symbols)
     unknown = [s for s in symbols if s not in SYMBOLS]

@@ -1,7 +1,7 @@
 """Tokenizers that turn text into padded integer arrays: a word tokenizer and a character vocabulary.
 
-Both reserve small ids for special symbols and pad on the right, returning `(ids int32[N, T], lengths int32[N])`
-so that models can take `lengths` directly (ARCHITECTURE.md: right padding, lengths int[B]).
+Both reserve small ids for special symbols and pad on the right, returning `(ids int32[N, T], lengths
+int32[N])` so that models can take `lengths` directly (ARCHITECTURE.md: right padding, lengths int[B]).
 
     tok = WordTokenizer.fit(train_texts, min_count=2)          # vocabulary from the training split only
     ids, lengths = tok.encode(texts, max_len=60)               # unknown words -> tok.unk_id
@@ -89,9 +89,9 @@ class WordTokenizer:
 class CharVocab:
     """Character vocabulary: the `specials` first (ids 0..), then the characters seen, in sorted order.
 
-    `pad_id`, `bos_id`, `eos_id`, `unk_id` are the ids of "<pad>", "<bos>", "<eos>", "<unk>" when those are among
-    the specials, else None. Without "<unk>", encoding an unseen character raises a ValueError naming it.
-    Symbols need not be single characters: `fit` also takes sequences of strings (e.g. ARPAbet phonemes).
+    `pad_id`, `bos_id`, `eos_id`, `unk_id` are the ids of "<pad>", "<bos>", "<eos>", "<unk>" when those are
+    among the specials, else None. Without "<unk>", encoding an unseen character raises a ValueError naming
+    it. Symbols need not be single characters: `fit` also takes sequences of strings (e.g. ARPAbet phonemes).
     """
 
     def __init__(self, symbols: Sequence[str], specials: Sequence[str] = (PAD, BOS, EOS)):
@@ -131,7 +131,8 @@ class CharVocab:
             raise ValueError(f"encode needs {PAD!r} among the specials, got {self.specials}")
         for flag, sid, name in ((add_bos, self.bos_id, BOS), (add_eos, self.eos_id, EOS)):
             if flag and sid is None:
-                raise ValueError(f"add_{name[1:-1]}=True needs {name!r} among the specials, got {self.specials}")
+                raise ValueError(f"add_{name[1:-1]}=True needs {name!r} among the specials, "
+                                 f"got {self.specials}")
         seqs = [([self.bos_id] if add_bos else []) + self.to_ids(s) + ([self.eos_id] if add_eos else [])
                 for s in sequences]
         return _pad(seqs, max_len, self.pad_id)

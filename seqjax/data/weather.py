@@ -1,7 +1,7 @@
 """Seattle daily weather 2012-2015 from vega_datasets' offline copy (MIT licence; NOAA data via vega).
 
-`vega_datasets.local_data.seattle_weather()` ships 1,461 consecutive days with precipitation (mm), temp_max and
-temp_min (deg C), wind (m/s) and a weather label. Only `local_data` works offline (vega_datasets' `data.*`
+`vega_datasets.local_data.seattle_weather()` ships 1,461 consecutive days with precipitation (mm), temp_max
+and temp_min (deg C), wind (m/s) and a weather label. Only `local_data` works offline (vega_datasets' `data.*`
 downloads). `load_weather` returns the four numeric columns and checks the days are consecutive.
 """
 from __future__ import annotations
@@ -34,7 +34,8 @@ def load_weather() -> tuple[np.ndarray, np.ndarray]:
         raise ImportError("weather data needs vega_datasets: pip install vega_datasets==0.9.0 "
                           "(or pip install 'seqjax[data]')") from None
     frame = local_data.seattle_weather()
-    return from_columns({k: frame[k].to_numpy() for k in ("date", *VARIABLES)}, "vega_datasets seattle-weather")
+    columns = {k: frame[k].to_numpy() for k in ("date", *VARIABLES)}
+    return from_columns(columns, "vega_datasets seattle-weather")
 
 
 def day_of_year_features(dates: np.ndarray) -> np.ndarray:

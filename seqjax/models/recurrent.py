@@ -24,7 +24,7 @@ from seqjax.cells import Cell, LSTMState
 
 
 def _wrap(tree: Any) -> Any:
-    """Core params (NamedTuples of arrays, possibly with None) -> the same tree of nnx.Param, as module data."""
+    """Core params (NamedTuples of arrays, maybe with None) -> the same tree of nnx.Param, as module data."""
     return nnx.data(jax.tree.map(nnx.Param, tree))
 
 
@@ -54,7 +54,8 @@ class RecurrentStack(nnx.Module):
     dropout as in scan.stack.
     """
 
-    def __init__(self, D: int, H: int, *, cell: str = "lstm", num_layers: int = 1, bidirectional: bool = False,
+    def __init__(self, D: int, H: int, *, cell: str = "lstm", num_layers: int = 1,
+                 bidirectional: bool = False,
                  dropout: float = 0.0, recurrent_dropout: float = 0.0, rngs: nnx.Rngs):
         self.cell = Cell(cell)
         self.dropout, self.recurrent_dropout = float(dropout), float(recurrent_dropout)
@@ -67,14 +68,14 @@ class RecurrentStack(nnx.Module):
                           recurrent_dropout=self.recurrent_dropout, key=key)
 
 
-# ------------------------------------------------------------------------------------------------- forecasting
+# ------------------------------------------------------------------------------------------------ forecasting
 
 
 class Forecaster(nnx.Module):
     """Window x [B, W, C_in] -> the next `horizon` rows of C_out targets, [B, horizon, C_out].
 
-    A recurrent stack reads the window; its output at the last step (dropout, then a linear layer) predicts all
-    horizon x C_out values at once (direct multi-step forecasting, no feedback of predictions).
+    A recurrent stack reads the window; its output at the last step (dropout, then a linear layer) predicts
+    all horizon x C_out values at once (direct multi-step forecasting, no feedback of predictions).
     """
 
     def __init__(self, num_inputs: int, num_outputs: int, horizon: int = 1, *, hidden: int = 32,
@@ -93,7 +94,7 @@ class Forecaster(nnx.Module):
         return self.head(h).reshape(x.shape[0], self.horizon, self.num_outputs)  # [B, h, C]
 
 
-# ---------------------------------------------------------------------------------------------------- sentiment
+# -------------------------------------------------------------------------------------------------- sentiment
 
 
 class SentimentRNN(nnx.Module):
@@ -104,12 +105,14 @@ class SentimentRNN(nnx.Module):
     """
 
     def __init__(self, vocab_size: int, *, embed_dim: int = 128, hidden: int = 128, cell: str = "lstm",
-                 num_layers: int = 1, bidirectional: bool = True, pool: str = "max", embed_dropout: float = 0.0,
+                 num_layers: int = 1, bidirectional: bool = True, pool: str = "max",
+                 embed_dropout: float = 0.0, word_dropout: float = 0.0, unk_id: int = 1,
                  dropout: float = 0.0, recurrent_dropout: float = 0.0, classes: int = 2, rngs: nnx.Rngs):
         if pool not in patterns.POOLS:
             raise ValueError(f"pool: expected one of {patterns.POOLS}, got {pool!r}")
         self.pool, self.bidirectional = pool, bool(bidirectional)
         self.embed_dropout, self.dropout = float(embed_dropout), float(dropout)
+        self.word_dropout, self.unk_id = float(word_dropout), int(unk_id)
         self.embed = TokenEmbedding(vocab_size, embed_dim, rngs=rngs)
         self.rnn = RecurrentStack(embed_dim, hidden, cell=cell, num_layers=num_layers,
                                   bidirectional=bidirectional, dropout=dropout,
@@ -119,7 +122,12 @@ class SentimentRNN(nnx.Module):
     def __call__(self, tokens: jax.Array, lengths: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
         if tokens.ndim != 2:
             raise ValueError(f"tokens: expected [B, T], got shape {tuple(tokens.shape)}")
-        k_emb, k_rnn, k_out = _keys(key, 3)
+        k_word, k_emb, k_rnn, k_out = _keys(key, 4)
+        if k_word is not None and self.word_dropout > 0:
+            # Word dropout: during training some words become <unk>, so the model cannot lean on single rare
+            # words and learns what an unknown word in context means.
+            drop = jax.random.bernoulli(k_word, self.word_dropout, tokens.shape)
+            tokens = jnp.where(drop & (tokens > self.unk_id), self.unk_id, tokens)
         x = dropout.dropout(self.embed(tokens), self.embed_dropout, k_emb)  # [B, T, E]
         ys, finals = self.rnn(x, lengths, key=k_rnn)  # [B, T, H']
         if self.pool == "last" and self.bidirectional:
@@ -132,16 +140,17 @@ class SentimentRNN(nnx.Module):
 
 
 def sentiment_classifier(model_cfg, vocab_size: int, rngs: nnx.Rngs) -> SentimentRNN:
-    """The recurrent builder behind config.model.family == "recurrent" (same interface as the transformer's)."""
+    """The builder behind config.model.family == "recurrent" (same interface as the transformer's)."""
     c = model_cfg
     return SentimentRNN(vocab_size, embed_dim=c.embed_dim, hidden=c.hidden, cell=c.cell,
                         num_layers=c.get("num_layers", 1), bidirectional=c.get("bidirectional", False),
                         pool=c.get("pool", "last"), embed_dropout=c.get("embed_dropout", 0.0),
+                        word_dropout=c.get("word_dropout", 0.0),
                         dropout=c.get("dropout", 0.0), recurrent_dropout=c.get("recurrent_dropout", 0.0),
                         rngs=rngs)
 
 
-# ---------------------------------------------------------------------------------------------------------- G2P
+# -------------------------------------------------------------------------------------------------------- G2P
 
 
 class AttentionSeq2Seq(nnx.Module):
@@ -150,8 +159,9 @@ class AttentionSeq2Seq(nnx.Module):
     The encoder is a bidirectional `scan.stack` layer over source embeddings; its [B, S, 2H] outputs are
     projected to H (tanh) to serve as attention memory, and its two final states are projected to the
     decoder's initial state. Each decoder step is `patterns.decoder_step` (Luong "dot"/"general" or
-    "bahdanau" attention, source padding masked). Dropout (when a key is given) on source embeddings and on the
-    attention memory. Greedy decoding and beam search use `seqjax.decoding` with the decoder state as cache.
+    "bahdanau" attention, source padding masked). Dropout (when a key is given) on source embeddings and on
+    the attention memory. Greedy decoding and beam search use `seqjax.decoding` with the decoder state as
+    cache.
     """
 
     def __init__(self, src_vocab: int, tgt_vocab: int, *, embed_dim: int = 64, hidden: int = 128,
@@ -204,7 +214,8 @@ class AttentionSeq2Seq(nnx.Module):
                 state, logits[:, t], _ = decoder_step(state, tgt_in[:, t])
         """
         if tgt_in.ndim != 2 or tgt_in.shape[0] != src.shape[0]:
-            raise ValueError(f"tgt_in: expected [B, T] with B = {src.shape[0]}, got shape {tuple(tgt_in.shape)}")
+            raise ValueError(f"tgt_in: expected [B, T] with B = {src.shape[0]}, "
+                             f"got shape {tuple(tgt_in.shape)}")
         p = _unwrap(self.decoder)
         patterns.check_token_ids(tgt_in, p.tgt_embed.shape[0], "tgt_in")
         enc = self.encode(src, src_lengths, key)
@@ -253,11 +264,11 @@ def g2p_rnn(model_cfg, src_vocab: int, tgt_vocab: int, rngs: nnx.Rngs, *, bos_id
                             bos_id=bos_id, eos_id=eos_id, rngs=rngs)
 
 
-# ------------------------------------------------------------------------------------------------ I/O patterns
+# ----------------------------------------------------------------------------------------------- I/O patterns
 
 
 class PatternModels(nnx.Module):
-    """Five independent small recurrent models, one per input/output pattern (see seqjax/tasks/patterns.py)."""
+    """Five independent small recurrent models, one per input/output pattern (seqjax/tasks/patterns.py)."""
 
     def __init__(self, *, T: int, hidden: int = 32, cell: str = "gru", vocab: int = 13, bos_id: int = 1,
                  eos_id: int = 2, rngs: nnx.Rngs):
@@ -298,15 +309,16 @@ class PatternModels(nnx.Module):
 
     def many_to_many(self, digits: jax.Array, lengths: jax.Array, *, key=None) -> jax.Array:
         """digits int[B, T], lengths [B] -> logits [B, T, 10] (one classification per step)."""
-        ys, _ = patterns.many_to_many(self.cell, _unwrap(self.m2m), jax.nn.one_hot(digits, 10), lengths=lengths)
+        xs = jax.nn.one_hot(digits, 10)  # [B, T, 10]
+        ys, _ = patterns.many_to_many(self.cell, _unwrap(self.m2m), xs, lengths=lengths)
         return self.m2m_head(ys)
 
     def seq2seq(self, src, src_lengths, tgt_in, *, key=None) -> jax.Array:
         return patterns.teacher_forcing(self.s2s_spec, _unwrap(self.s2s), src, src_lengths, tgt_in)
 
     def generate(self, src, src_lengths, max_len: int) -> jax.Array:
-        tokens, _ = patterns.greedy_decode(self.s2s_spec, _unwrap(self.s2s), src, src_lengths, max_len=max_len,
-                                           bos_id=self.bos_id, eos_id=self.eos_id)
+        tokens, _ = patterns.greedy_decode(self.s2s_spec, _unwrap(self.s2s), src, src_lengths,
+                                           max_len=max_len, bos_id=self.bos_id, eos_id=self.eos_id)
         return tokens
 
 

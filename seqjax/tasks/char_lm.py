@@ -6,7 +6,8 @@ next-character cross-entropy in nats per character. ``evaluate`` reports it over
 frequencies) and an add-one smoothed bigram model, and writes a model sample to ``<workdir>/sample.txt``.
 
 Config fields (``config.data``): ``seq_len`` T; ``max_train_chars`` / ``max_val_chars`` (0 = all; the smoke
-variant uses a prefix); ``val_plays`` (tuple of play names, default shakespeare.VAL_PLAYS).
+variant uses a prefix); ``val_plays`` (tuple of play names, default shakespeare.VAL_PLAYS); ``sample_length``
+(characters in sample.txt, default 300).
 ``config.model``: see seqjax/models/transformers.py ``char_gpt``.
 """
 from __future__ import annotations
@@ -64,7 +65,7 @@ class CharLMTask:
         return loss, {"loss": loss, "accuracy": losses.accuracy(logits, batch["targets"])}
 
     def evaluate(self, model, splits, workdir):
-        val = splits["val"]
+        val, d = splits["val"], self.config.data
 
         @jax.jit
         def nll_sum(tokens, targets, valid):
@@ -91,8 +92,9 @@ class CharLMTask:
             "baseline_bigram_nats": bigram_nats(self.train_ids, self.val_ids, V),
         }
         prompt = "ROMEO:\n"
-        ids = transformers.sample_chars(model, self.vocab.encode(prompt, "prompt"), length=300,
-                                        key=jax.random.PRNGKey(0), temperature=0.8, top_k=40)
+        ids = transformers.sample_chars(model, self.vocab.encode(prompt, "prompt"),
+                                        length=int(d.get("sample_length", 300)), key=jax.random.PRNGKey(0),
+                                        temperature=0.8, top_k=40)
         text = prompt + self.vocab.decode(ids)
         if workdir:
             os.makedirs(workdir, exist_ok=True)

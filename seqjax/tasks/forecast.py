@@ -41,14 +41,15 @@ from seqjax.data import weather as weather_data
 @dataclasses.dataclass
 class Series:
     """One prepared data set: `values` [N, C] are the forecast targets in natural units (percent log returns
-    for stocks, levels for weather); `extra` [N, E] are known inputs that are not predicted (may have E = 0)."""
+    for stocks, levels for weather); `extra` [N, E] are known inputs that are not predicted (E may be 0)."""
     name: str
     dates: np.ndarray  # datetime64[D][N], the day each row describes
     values: np.ndarray  # float64[N, C]
     extra: np.ndarray  # float64[N, E]
     columns: tuple[str, ...]
     kind: str  # "returns" (persistence predicts 0) or "levels" (persistence repeats the last row)
-    prices: np.ndarray | None = None  # stocks: float64[N + 1, C], prices[t + 1] = prices[t] * exp(values[t] / 100)
+    # stocks only: float64[N + 1, C] with prices[t + 1] = prices[t] * exp(values[t] / 100)
+    prices: np.ndarray | None = None
 
 
 def load_series(data_cfg) -> Series:
@@ -59,7 +60,8 @@ def load_series(data_cfg) -> Series:
                       "returns", prices)
     if data_cfg.dataset == "weather":
         dates, values = weather_data.load_weather()
-        extra = weather_data.day_of_year_features(dates) if data_cfg.season_features else np.zeros((len(dates), 0))
+        extra = (weather_data.day_of_year_features(dates) if data_cfg.season_features
+                 else np.zeros((len(dates), 0)))
         return Series("weather", dates, values, extra, weather_data.VARIABLES, "levels")
     raise ValueError(f"config.data.dataset: expected 'stocks' or 'weather', got {data_cfg.dataset!r}")
 
@@ -101,8 +103,8 @@ def make_windows(inputs: np.ndarray, targets: np.ndarray, window: int, horizon: 
         raise ValueError(f"targets: expected {N} rows like inputs, got {len(targets)}")
     M = N - window - horizon + 1
     if window < 1 or horizon < 1 or M < 1:
-        raise ValueError(f"window={window}, horizon={horizon}: need window, horizon >= 1 and window + horizon "
-                         f"<= N = {N}")
+        raise ValueError(f"window={window}, horizon={horizon}: need window, horizon >= 1 and "
+                         f"window + horizon <= N = {N}")
     idx = np.arange(M)[:, None]
     x = inputs[idx + np.arange(window)[None, :]]  # [M, W, C_in]
     y = targets[idx + window + np.arange(horizon)[None, :]]  # [M, h, C]
@@ -210,9 +212,9 @@ class ForecastTask:
         train, test = splits["train"], splits["test"]
         truth = self.target_norm.invert(test["y"].astype(np.float64))
         coef = fit_linear_ar(train["x"].astype(np.float64), train["y"].astype(np.float64))
-        preds = {"model": self.predict(model, test["x"]),
-                 "persistence": self.persistence("test"),
-                 "linear_ar": self.target_norm.invert(predict_linear_ar(coef, test["x"].astype(np.float64), h))}
+        ar = predict_linear_ar(coef, test["x"].astype(np.float64), h)
+        preds = {"model": self.predict(model, test["x"]), "persistence": self.persistence("test"),
+                 "linear_ar": self.target_norm.invert(ar)}
         out: dict[str, float] = {}
         for name, p in preds.items():
             for k, v in error_table(p, truth, s.columns, self.target_norm.std).items():
@@ -225,7 +227,8 @@ class ForecastTask:
             for name, p in preds.items():
                 price_pred = today * np.exp(p[:, 0, :] / 100.0)
                 out[f"test_{name}_price_mae"] = float(np.abs(price_pred - tomorrow).mean())
-            out["test_direction_accuracy"] = float(np.mean(np.sign(preds["model"][:, 0]) == np.sign(truth[:, 0])))
+            same_sign = np.sign(preds["model"][:, 0]) == np.sign(truth[:, 0])
+            out["test_direction_accuracy"] = float(np.mean(same_sign))
         os.makedirs(workdir, exist_ok=True)
         self._plot(preds, truth, os.path.join(workdir, f"{s.name}_test_predictions.png"))
         with open(os.path.join(workdir, f"{s.name}_evaluation.json"), "w") as f:

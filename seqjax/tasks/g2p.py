@@ -1,4 +1,4 @@
-"""Grapheme-to-phoneme conversion on CMUdict: spelling -> ARPAbet phonemes, a many-to-many (encoder-decoder) task.
+"""Grapheme-to-phoneme conversion on CMUdict: spelling -> ARPAbet phonemes, an encoder-decoder task.
 
 Data: `seqjax.data.cmudict.load_cmudict_splits(config.data.split_seed)` (first pronunciation, stress stripped
 unless `config.data.keep_stress`, alphabetic words of <= `config.data.max_word_len` letters, split by word so
@@ -6,8 +6,9 @@ test words are never seen). Source letters are padded to S = max_word_len; targe
 `tgt_in = <bos> p1 .. pn` and `tgt_out = p1 .. pn <eos>` padded to T = longest pronunciation + 1.
 
 Model (`config.model.family`): "recurrent" -> `seqjax.models.recurrent.g2p_rnn`, "transformer" ->
-`seqjax.models.transformers.g2p_transformer`; both `model(src [B,S], src_lengths [B], tgt_in [B,T], key=None)
--> logits [B,T,V]` (teacher forcing) and `model.generate(src, src_lengths, max_len, beam_size=1) -> [B, max_len]`.
+`seqjax.models.transformers.g2p_transformer`; both
+`model(src [B,S], src_lengths [B], tgt_in [B,T], key=None) -> logits [B,T,V]` (teacher forcing) and
+`model.generate(src, src_lengths, max_len, beam_size=1) -> tokens [B, max_len]`.
 
 `evaluate` decodes the held-out words (greedy, or beam search with `config.eval.beam_size`) and reports
 WER (a word is wrong if any phoneme differs) and PER (total edit distance / total reference length), plus
@@ -58,9 +59,10 @@ class G2PTask:
                 raw[name] = (raw[name][0][: d[key]], raw[name][1][: d[key]])
         self.words = {k: v[0] for k, v in raw.items()}
         self.prons = {k: v[1] for k, v in raw.items()}
-        # Vocabularies from all splits' symbols: the alphabet and phoneme set are closed, so this leaks nothing.
-        self.src_vocab = CharVocab.fit([w for ws in self.words.values() for w in ws], specials=(PAD, BOS, EOS))
-        self.tgt_vocab = CharVocab.fit([p for ps in self.prons.values() for p in ps], specials=(PAD, BOS, EOS))
+        # Vocabularies from all splits' symbols: the alphabet and phoneme set are closed; this leaks nothing.
+        specials = (PAD, BOS, EOS)
+        self.src_vocab = CharVocab.fit([w for ws in self.words.values() for w in ws], specials=specials)
+        self.tgt_vocab = CharVocab.fit([p for ps in self.prons.values() for p in ps], specials=specials)
         self.S = int(d.max_word_len)
         self.T = max(len(p) for ps in self.prons.values() for p in ps) + 1
         self._splits = {k: self._encode(self.words[k], self.prons[k]) for k in raw}
@@ -81,7 +83,8 @@ class G2PTask:
         if family == "transformer":
             from seqjax.models import transformers
 
-            return transformers.g2p_transformer(self.config.model, V_src, V_tgt, rngs)
+            # The vocabularies themselves, so the builder can read the pad/bos/eos ids (it also takes sizes).
+            return transformers.g2p_transformer(self.config.model, self.src_vocab, self.tgt_vocab, rngs)
         if family == "recurrent":
             from seqjax.models import recurrent
 
@@ -120,8 +123,8 @@ class G2PTask:
             hyps = self.decode(model, splits[name], beam_size=beam)
             wer, per = wer_per(self.prons[name], hyps)
             out[f"{name}_wer"], out[f"{name}_per"] = wer, per
-            examples[name] = [{"word": w, "ref": " ".join(r), "hyp": " ".join(h)}
-                              for w, r, h in list(zip(self.words[name], self.prons[name], hyps, strict=True))[:40]]
+            triples = list(zip(self.words[name], self.prons[name], hyps, strict=True))[:40]
+            examples[name] = [{"word": w, "ref": " ".join(r), "hyp": " ".join(h)} for w, r, h in triples]
         out["beam_size"] = float(beam)
         os.makedirs(workdir, exist_ok=True)
         with open(os.path.join(workdir, "g2p_examples.json"), "w") as f:

@@ -1,12 +1,12 @@
 """The five input/output patterns of recurrent networks, each on a small synthetic problem, trained together.
 
-| pattern                     | problem                                                        | metric                |
-|-----------------------------|----------------------------------------------------------------|-----------------------|
-| one-to-one                  | (a, b) uniform in [-1, 1]^2 -> is a * b > 0 (an XOR of signs)   | accuracy              |
-| one-to-many                 | (phase, frequency) -> sin(frequency * t + phase), t = 0..T-1    | MSE                   |
-| many-to-one                 | bits of random length 1..T -> how many are 1 (T + 1 classes)    | accuracy              |
-| many-to-many, aligned       | digits of random length 1..T -> running maximum at each step    | per-step accuracy     |
-| many-to-many, enc-dec       | digits of random length 1..T -> the same digits reversed        | exact-sequence acc.   |
+| pattern               | problem                                                        | metric            |
+|-----------------------|----------------------------------------------------------------|-------------------|
+| one-to-one            | (a, b) uniform in [-1, 1]^2 -> is a * b > 0 (an XOR of signs)  | accuracy          |
+| one-to-many           | (phase, frequency) -> sin(frequency * t + phase), t = 0..T-1   | MSE               |
+| many-to-one           | bits of random length 1..T -> how many are 1 (T + 1 classes)   | accuracy          |
+| many-to-many, aligned | digits of random length 1..T -> running maximum at each step   | per-step accuracy |
+| many-to-many, enc-dec | digits of random length 1..T -> the same digits reversed       | exact match       |
 
 One model holds five independent sub-models (seqjax.models.recurrent.PatternModels); the training loss is the
 sum of the five losses, so one run trains all five. Each problem has a trivial baseline reported beside it:

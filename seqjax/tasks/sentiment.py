@@ -1,17 +1,17 @@
 """Sentence-level sentiment classification (many-to-one) on the movie-review sentence-polarity corpus.
 
-Data: `seqjax.data.sentiment.load_polarity_splits(config.data.split_seed)` (80/10/10, shared with the transformer
-experiment), word tokens from `WordTokenizer` fitted on the training split only (id 0 = padding, id 1 = words
-unseen in training or rarer than `config.data.min_count`), right-padded to `config.data.max_len` tokens
-(longer sentences are truncated; 99.7% of sentences fit in 50) with per-sentence `lengths`.
+Data: `seqjax.data.sentiment.load_polarity_splits(config.data.split_seed)` (80/10/10, shared with the
+transformer experiment), word tokens from `WordTokenizer` fitted on the training split only (id 0 = padding,
+id 1 = words unseen in training or rarer than `config.data.min_count`), right-padded to `config.data.max_len`
+tokens (longer sentences are truncated; 99.7% of sentences fit in 50) with per-sentence `lengths`.
 
 Model (`config.model.family`): "recurrent" -> `seqjax.models.recurrent.sentiment_classifier`, "transformer" ->
 `seqjax.models.transformers.sentiment_classifier`; both `model(tokens [B, T], lengths [B], key=None) -> logits
 [B, 2]` with embeddings learned from scratch.
 
 `evaluate` reports val/test accuracy beside two baselines computed on the same split: the majority class and a
-multinomial naive Bayes over binarised unigrams (Laplace smoothing), the classic bag-of-words reference for this
-corpus; and writes a PNG of a 2-D PCA of the learned embeddings of frequent sentiment words.
+multinomial naive Bayes over binarised unigrams (Laplace smoothing), the classic bag-of-words reference for
+this corpus; and writes a PNG of a 2-D PCA of the learned embeddings of frequent sentiment words.
 """
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ from seqjax.data.tokenize import WordTokenizer
 
 POSITIVE_WORDS = ("good", "great", "best", "funny", "fun", "beautiful", "wonderful", "excellent", "enjoyable",
                   "entertaining", "charming", "brilliant", "perfect", "delightful", "moving", "fascinating",
-                  "powerful", "touching", "smart", "love", "terrific", "masterpiece", "compelling", "engrossing")
+                  "powerful", "touching", "smart", "love", "terrific", "masterpiece", "compelling",
+                  "engrossing")
 NEGATIVE_WORDS = ("bad", "worst", "boring", "dull", "stupid", "mess", "flat", "tedious", "awful", "lame",
                   "fails", "unfunny", "pointless", "tiresome", "mediocre", "predictable", "annoying", "waste",
                   "bland", "silly", "lacks", "poorly", "clumsy", "tired")

@@ -1,0 +1,144 @@
+"""Transformer-family experiments: each smoke variant end to end through the trainer, and the model builders
+against slow references (full recomputation for cached sampling and generation, truncation for padding)."""
+import importlib.util
+import json
+import pathlib
+
+import helpers_train  # noqa: F401  (repository root on sys.path, persistent compilation cache)
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from flax import nnx
+
+from seqjax import train, viz
+from seqjax.models import transformers
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def load_config(name: str, variant: str):
+    spec = importlib.util.spec_from_file_location(f"experiment_{name}", ROOT / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(variant)
+
+
+def run(name, tmp_path):
+    config = load_config(name, "smoke")
+    summary = train.train_and_evaluate(config, str(tmp_path), experiment=name)
+    assert summary["status"] == "completed" and summary["steps"] == config.train.steps
+    assert json.loads((tmp_path / "summary.json").read_text())["final"] == pytest.approx(summary["final"])
+    assert all(np.isfinite(v) for v in summary["final"].values())
+    return summary["final"]
+
+
+def test_char_gpt_smoke(tmp_path):
+    final = run("char_gpt", tmp_path)
+    # A few steps cannot beat the bigram model, but the loss is per character and must sit near log(V) or below.
+    assert 0.0 < final["val_nats_per_char"] < np.log(80) + 0.5
+    assert final["baseline_bigram_nats"] < final["baseline_unigram_nats"] < np.log(80)
+    assert (tmp_path / "sample.txt").read_text().startswith("ROMEO:\n")
+    assert len((tmp_path / "sample.txt").read_text()) == len("ROMEO:\n") + 20
+
+
+def test_sentiment_transformer_smoke(tmp_path):
+    final = run("sentiment_transformer", tmp_path)
+    assert 0.0 <= final["test_accuracy"] <= 1.0 and "test_naive_bayes_accuracy" in final
+    paths = viz.render(str(tmp_path), str(tmp_path / "viz"), text="The big red dog")
+    assert [pathlib.Path(p).name for p in paths] == ["self_attention.png"]
+    assert pathlib.Path(paths[0]).stat().st_size > 1000
+
+
+def test_g2p_transformer_smoke(tmp_path):
+    final = run("g2p_transformer", tmp_path)
+    assert 0.0 <= final["test_wer"] <= 1.0 and final["test_per"] >= 0.0 and final["beam_size"] == 2
+    paths = viz.render(str(tmp_path), str(tmp_path / "viz"), text="dog")
+    assert sorted(pathlib.Path(p).name for p in paths) == ["cross_attention.png", "decoder_self_attention.png"]
+    with pytest.raises(ValueError, match=r"--input: 'big dog' has characters outside the model's letters: \[' '\]"):
+        viz.render(str(tmp_path), str(tmp_path / "viz"), text="big dog")
+
+
+def test_vit_smoke(tmp_path):
+    final = run("vit", tmp_path)
+    assert 0.0 <= final["test_accuracy"] <= 1.0
+    assert final["dataset_is_fashion_mnist"] in (0.0, 1.0)
+    assert json.loads((tmp_path / "dataset.json").read_text())["dataset"] in ("fashion_mnist", "mnist_digits_5k")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Builders against references
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _cfg(**kw):
+    return ml_collections.ConfigDict(kw)
+
+
+def test_sample_chars_matches_full_recomputation():
+    model = transformers.char_gpt(_cfg(d_model=16, num_heads=2, num_layers=2, mlp_dim=32, max_len=8), 11,
+                                  nnx.Rngs(0))
+    prompt = [3, 1, 4]
+    got = transformers.sample_chars(model, prompt, 13)  # greedy: key=None
+    # Reference: the same windows (first the prompt, then the last max_len // 2 tokens), each new token the
+    # argmax of a full forward pass over the window's context plus what it generated so far.
+    ids, out, window = list(prompt), [], 0
+    while len(out) < 13:
+        context = ids if window == 0 else (ids + out)[-4:]
+        new = []
+        for _ in range(8 + 1 - len(context)):
+            logits = model(jnp.asarray([context + new], jnp.int32))
+            new.append(int(jnp.argmax(logits[0, -1])))
+        out += new
+        window += 1
+    np.testing.assert_array_equal(got, np.array(out[:13]))
+    # A prompt longer than the position table starts from its last max_len // 2 tokens.
+    long = transformers.sample_chars(model, list(range(10)), 3)
+    ref = transformers.sample_chars(model, list(range(6, 10)), 3)
+    np.testing.assert_array_equal(long, ref)
+    sampled = transformers.sample_chars(model, prompt, 13, key=jax.random.PRNGKey(1), temperature=1.0, top_k=3)
+    assert sampled.shape == (13,) and sampled.min() >= 0 and sampled.max() < 11
+
+
+def test_g2p_generate_matches_greedy_loop():
+    cfg = _cfg(d_model=16, num_heads=2, num_encoder_layers=1, num_decoder_layers=2, mlp_dim=32, max_src_len=8,
+               max_tgt_len=8)
+    model = transformers.g2p_transformer(cfg, 9, 7, nnx.Rngs(0))
+    src = jnp.array([[3, 4, 5, 6, 0], [7, 8, 0, 0, 0]], jnp.int32)
+    lengths = jnp.array([4, 2], jnp.int32)
+    got = np.asarray(model.generate(src, lengths, 5))
+    assert got.shape == (2, 5)
+    for b in range(2):
+        tgt = [1]  # BOS
+        for _ in range(5):
+            logits = model(src[b:b + 1, : int(lengths[b])], lengths[b:b + 1], jnp.asarray([tgt], jnp.int32))
+            tgt.append(int(jnp.argmax(logits[0, -1])))
+        ref = np.array(tgt[1:])
+        if 2 in ref:  # after EOS (id 2) generation emits padding (id 0)
+            first = int(np.argmax(ref == 2))
+            ref[first + 1:] = 0
+        np.testing.assert_array_equal(got[b], ref)
+    beam1 = np.asarray(model.generate(src, lengths, 5, beam_size=1))
+    np.testing.assert_array_equal(beam1, got)
+    assert np.asarray(model.generate(src, lengths, 5, beam_size=3)).shape == (2, 5)
+
+
+def test_sentiment_classifier_ignores_padding():
+    model = transformers.sentiment_classifier(_cfg(d_model=16, num_heads=2, num_layers=2, mlp_dim=32, max_len=16,
+                                                   pool="cls"), 20, nnx.Rngs(0))
+    tokens = jnp.array([[5, 6, 7, 0, 0, 0], [8, 9, 10, 11, 12, 13]], jnp.int32)
+    lengths = jnp.array([3, 6], jnp.int32)
+    logits = model(tokens, lengths)
+    assert logits.shape == (2, 2)
+    changed = tokens.at[0, 3:].set(19)  # different tokens under the padding
+    np.testing.assert_allclose(model(changed, lengths), logits, atol=1e-5)
+    np.testing.assert_allclose(model(tokens[:1, :3], lengths[:1]), logits[:1], atol=1e-5)  # truncated copy
+
+
+def test_vit_builder_checks_image_size():
+    model = transformers.vit(_cfg(d_model=16, num_heads=2, num_layers=1, mlp_dim=32, patch_size=4), 10,
+                             (28, 28, 1), nnx.Rngs(0))
+    assert model(jnp.zeros((2, 28, 28, 1))).shape == (2, 10)
+    with pytest.raises(ValueError, match=r"images: expected \[B, 28, 28, 1\], got \(2, 32, 32, 1\)"):
+        model(jnp.zeros((2, 32, 32, 1)))
