@@ -2,14 +2,17 @@
 
 Patch size 4 on 28x28 images: P = 49 patches plus a class token.
 Smoke: `python launch.py --config=experiments/vit.py:smoke --workdir=/tmp/vit_smoke`
-Full:  `timeout 1200 python launch.py --config=experiments/vit.py --workdir=/tmp/vit`
+Full:  `timeout 1500 python launch.py --config=experiments/vit.py --workdir=/tmp/vit`
 Attention rollout: `python -m seqjax.viz --workdir=/tmp/vit --index=0 --out=/tmp/vit/viz`
 
-Result AS MEASURED here (2-core CPU shared with other jobs): see RESULT below (filled in after the full run).
+Result AS MEASURED here (2026-11-26, 2-core CPU shared with ~5 other jobs, load average 10-14):
+    timeout 1500 python launch.py --config=experiments/vit.py --workdir=/tmp/f_vit
+    Fashion-MNIST (Debian dataset-fashion-mnist), 500 steps of batch 128 (0.6 steps/s, 1.1 epochs of 55,000),
+    wall 948 s (15.8 min) including data loading and evaluation: test accuracy 82.8% (val 83.1%), against a
+    nearest-class-mean pixel baseline of 67.7%. Goal >= 88% MISSED by 5.2 points: under this load the
+    15-minute budget buys barely one epoch; the training loss was still falling (0.37 at step 400).
 """
 from seqjax import configs
-
-RESULT = "not measured yet"
 
 
 def get_config(arg: str | None = None):

@@ -7,9 +7,16 @@ Data: vega_datasets' offline seattle-weather (1,461 days, 2012-2015), each varia
 training-period statistics, plus sin/cos of the day of year as inputs; windows of 14 days; chronological split
 70/15/15 by target day (test: 2015-05..2015-12). Mean MAE is in units of each variable's training std.
 
-Result, AS MEASURED (2-core CPU shared with other jobs):
+Result, AS MEASURED (2-core CPU shared with other jobs, load ~10; 2026-11-26):
     python launch.py --config=experiments/weather.py:full --workdir=/tmp/weather
-    RESULT_PLACEHOLDER
+    wall 39 s (summary.json wall_time_s 30), 1500 steps, GRU H=32, trained on MAE (L1). Test MAE (220 days):
+                      precip (mm)  temp_max (C)  temp_min (C)  wind (m/s)  mean (train-std units)
+      GRU                3.14         2.15          1.33         0.94        0.427
+      persistence        4.03         2.27          1.41         1.08        0.496
+      linear AR (MSE)    3.93         2.18          1.35         0.91        0.456
+    Goal met: the mean MAE is 13.8% below persistence's (goal: >= 10%) and 6.2% below the linear AR's; most
+    of the gain is precipitation, where an L1-trained model predicts the (often zero) median. Test RMSE:
+    GRU 0.714, persistence 0.785, linear AR 0.684 (the least-squares AR is better in RMSE, as it should be).
 """
 from seqjax import configs
 

@@ -8,14 +8,15 @@ FlashAttention (Dao et al., 2022) -- rescales the partial outputs, so only O(T) 
 The backward pass is blockwise too (a `jax.custom_vjp`): it saves the output and the per-row logsumexp, and
 recomputes each block's weights from them, following FlashAttention-2's backward.
 
-Which blocks run is a static schedule: a list of (query block, key block) pairs. With `causal=True` only the pairs
-on or below the diagonal are listed, so the future is never computed and causal attention costs about half of
-full attention. Pairs wholly inside the visible region skip the masking work; pairs crossing the diagonal (or
-touching padding, a user mask or a bias) are masked.
+Which blocks run is a static schedule: a list of (query block, key block) pairs. With `causal=True` only the
+pairs on or below the diagonal are listed, so the future is never computed and causal attention costs about
+half of full attention. Pairs wholly inside the visible region skip the masking work; pairs crossing the
+diagonal (or touching padding, or under a user mask) are masked.
 
-Conventions are those of seqjax.attention.dot_product_attention: q [B, T, N, K], k/v [B, S, M, K] with M dividing N
-(query head n uses K/V head n // (N // M)); `mask` and `bias` rank 4, broadcastable to [B, N, T, S]; a query
-whose keys are all masked outputs zeros; dropout on the attention weights is active iff `key` is given.
+Conventions are those of seqjax.attention.dot_product_attention: q [B, T, N, K], k/v [B, S, M, K] with M
+dividing N (query head n uses K/V head n // (N // M)); `mask` and `bias` rank 4, broadcastable to
+[B, N, T, S]; a query whose keys are all masked outputs zeros; dropout on the attention weights is active iff
+`key` is given.
 """
 from __future__ import annotations
 
@@ -50,8 +51,8 @@ class _Config(NamedTuple):
 def block_schedule(T: int, S: int, bq: int, bk: int, causal: bool, masked: bool):
     """The (query block i, key block j) pairs to compute, split into (free, masked) lists.
 
-    Blocks cover ceil(T / bq) x ceil(S / bk). With `causal`, a pair whose first key comes after its last query is
-    left out. A pair is "masked" when some of its (query, key) entries are invisible: it crosses the causal
+    Blocks cover ceil(T / bq) x ceil(S / bk). With `causal`, a pair whose first key comes after its last query
+    is left out. A pair is "masked" when some of its (query, key) entries are invisible: it crosses the causal
     diagonal, contains padded keys beyond S, or `masked` says a user mask/bias applies everywhere.
     """
     nq, nk = -(-T // bq), -(-S // bk)
@@ -133,7 +134,7 @@ def _forward(cfg: _Config, q, k, v, mask, bias, key):
     """Online-softmax forward over the scheduled block pairs.
 
     q [B, M, G, Tp, K] (already scaled), k [B, M, Sp, K], v [B, M, Sp, Kv].
-    Returns out [B, M, G, Tp, Kv] (f32) and the row logsumexp lse [B, M, G, Tp] (0 for rows with no visible key).
+    Returns out [B, M, G, Tp, Kv] (f32) and the row logsumexp lse [B, M, G, Tp] (0 for rows that see no key).
     """
     B, M, G, Tp, _ = q.shape
     Kv = v.shape[-1]
@@ -336,7 +337,7 @@ def blockwise_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Arra
     kg = _pad_axis(k.transpose(0, 2, 1, 3), 2, Sp, 0)  # [B, M, Sp, K]
     vg = _pad_axis(v.transpose(0, 2, 1, 3), 2, Sp, 0)  # [B, M, Sp, Kv]
     if mask is not None:
-        mask = _group_heads(_pad_axis(_pad_axis(mask, 2, Tp, False), 3, Sp, False), M)  # [B|1, M|1, G|1, ., .]
+        mask = _group_heads(_pad_axis(_pad_axis(mask, 2, Tp, False), 3, Sp, False), M)  # [B|1, M|1, G|1, .]
     if bias is not None:
         bias = _group_heads(_pad_axis(_pad_axis(bias, 2, Tp, 0), 3, Sp, 0), M)
     out = _core(cfg, qg, kg, vg, mask, bias, key)  # [B, M, G, Tp, Kv]

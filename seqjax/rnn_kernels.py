@@ -82,27 +82,44 @@ def _dropped(h: jax.Array, rmask: jax.Array | None) -> jax.Array:
     return h * (rmask if h.ndim == 2 else rmask[None])
 
 
-def _gate_scale(per_gate: tuple[float, ...], H: int, dtype) -> jax.Array:
-    """[1, G*H]: each gate's constant repeated over its H columns."""
-    return jnp.repeat(jnp.asarray(per_gate, dtype), H)[None, :]
+def _time_major(xs: jax.Array) -> jax.Array:
+    """xs [B, T, D] -> [T*B, D], rows in time-major order (one cheap copy of the narrow input)."""
+    B, T, D = xs.shape
+    return jnp.swapaxes(xs, 0, 1).reshape(T * B, D)
 
 
-def _time_major_projection(xs: jax.Array, w_x: jax.Array, b: jax.Array) -> jax.Array:
-    """xs [B, T, D] -> xs @ w_x + b as [T, B, G], one matmul for every step."""
-    return jnp.einsum("btd,dg->tbg", xs, w_x) + b[None, None, :]
+def _input_projection(xs_tm: jax.Array, w_x: jax.Array, b: jax.Array, T: int) -> jax.Array:
+    """xs_tm [T*B, D] -> xs @ w_x + b as [T, B, G]: one plain matmul for every step.
+
+    The matmuls here and in `_weight_gradients` are written as 2-D products of row-major operands: XLA's CPU
+    dot is several times slower when an einsum asks it to produce or consume a transposed layout
+    (e.g. "btd,dg->tbg" directly).
+    """
+    return (xs_tm @ w_x + b[None, :]).reshape(T, -1, w_x.shape[1])
 
 
-def _input_gradients(xs, w_x, d_xp):
-    """From d_xp [T, B, G] (the gradient of the input projection): dxs [B, T, D], dw_x [D, G], db [G]."""
-    dxs = jnp.einsum("tbg,dg->btd", d_xp, w_x).astype(xs.dtype)
-    dw_x = jnp.einsum("btd,tbg->dg", xs.astype(d_xp.dtype), d_xp)
-    return dxs, dw_x, jnp.sum(d_xp, axis=(0, 1))
+def _weight_gradients(xs_tm, w_x, h_prev, d_gates, d_xp=None):
+    """Everything that needs no sequential work, from the per-step gradients d_gates [T, B, G]:
+
+        dW_h = H_prev^T @ dGates,   dW_x = X^T @ dXP,   dX = dXP @ W_x^T,   db = sum(dXP),   db_h = sum(dGates)
+
+    with H_prev [T*B, H] the recurrent inputs and X = xs_tm [T*B, D]. dXP (the gradient of the input
+    projection) equals d_gates unless given (the GRU's candidate gate differs). Returns (dW_h, db_h, dW_x, db,
+    dxs [B, T, D]).
+    """
+    T, B, G = d_gates.shape
+    d_gates = d_gates.reshape(T * B, G)
+    d_xp = d_gates if d_xp is None else d_xp.reshape(T * B, G)
+    dw_h = h_prev.reshape(T * B, -1).T @ d_gates
+    dw_x = xs_tm.T @ d_xp
+    dxs = jnp.swapaxes((d_xp @ w_x.T).reshape(T, B, -1), 0, 1)  # [B, T, D]
+    return dw_h, jnp.sum(d_gates, axis=0), dw_x, jnp.sum(d_xp, axis=0), dxs
 
 
 # ---------------------------------------------------------------------------------------------------- LSTM
 
 class _LSTMResiduals(NamedTuple):
-    xs: jax.Array  # [B, T, D]
+    xs_tm: jax.Array  # [T*B, D]
     w_x: jax.Array  # [D, 4H]
     w_h: jax.Array  # [H, 4H]
     keep: jax.Array | None  # bool [T, B, 1]
@@ -126,27 +143,29 @@ def _lstm_forward(params, xs, keep, rmask, h0, c0, reverse, unroll):
         ys = hs * keep                                        # zero outputs on padding
     """
     H = params.w_h.shape[0]
-    xp = _time_major_projection(xs, params.w_x, params.b)  # [T, B, 4H]
+    xs_tm = _time_major(xs)  # [T*B, D]
+    xp = _input_projection(xs_tm, params.w_x, params.b, xs.shape[1])  # [T, B, 4H]
     w_h = params.w_h
-    scale = _gate_scale((1.0, 1.0, 2.0, 1.0), H, xp.dtype)  # tanh(g) = 2 sigmoid(2 g) - 1
 
     def step(carry, inputs):
         h, c = carry
         xp_t, keep_t = inputs
         gates = xp_t + _dropped(h, rmask) @ w_h  # [B, 4H]
-        # All four activations in one elementwise pass, so no concatenation is needed to save them.
-        acts = jax.nn.sigmoid(gates * scale) * scale - (scale - 1.0)  # [B, 4H]
-        i, f, g, o = acts[:, :H], acts[:, H:2 * H], acts[:, 2 * H:3 * H], acts[:, 3 * H:]
+        i = jax.nn.sigmoid(gates[:, :H])
+        f = jax.nn.sigmoid(gates[:, H:2 * H])
+        g = jnp.tanh(gates[:, 2 * H:3 * H])
+        o = jax.nn.sigmoid(gates[:, 3 * H:])
         c_new = f * c + i * g
         h_new = o * jnp.tanh(c_new)
         if keep_t is not None:
             h_new = jnp.where(keep_t, h_new, h)
             c_new = jnp.where(keep_t, c_new, c)
+        acts = jnp.concatenate([i, f, g, o], axis=-1)
         return (h_new, c_new), (acts, h_new, c_new)
 
     (h_T, c_T), (acts, hs, cs) = jax.lax.scan(step, (h0, c0), (xp, keep), reverse=reverse, unroll=unroll)
     ys = hs if keep is None else jnp.where(keep, hs, jnp.zeros_like(hs))
-    residuals = _LSTMResiduals(xs, params.w_x, w_h, keep, rmask, h0, c0, acts, hs, cs)
+    residuals = _LSTMResiduals(xs_tm, params.w_x, w_h, keep, rmask, h0, c0, acts, hs, cs)
     return jnp.swapaxes(ys, 0, 1), (h_T, c_T), residuals  # ys [B, T, H]
 
 
@@ -170,28 +189,24 @@ def _lstm_backward(res: _LSTMResiduals, d_ys, d_h_T, d_c_T, reverse, unroll):
     w_h_t = res.w_h.T  # [4H, H]
     keep = res.keep
 
-    scale = _gate_scale((1.0, 1.0, 2.0, 1.0), H, res.acts.dtype).reshape(1, 4, H)
-    block = jnp.arange(4).reshape(1, 4, 1)  # which gate a column of [B, 4, H] belongs to
-
     def step(carry, inputs):
         dh, dc = carry
         acts, c_t, c_before, dy_t, keep_t = inputs
-        acts = acts.reshape(-1, 4, H)  # [B, 4, H]
-        i, f, g, o = acts[:, 0:1], acts[:, 1:2], acts[:, 2:3], acts[:, 3:4]  # each [B, 1, H]
-        tanh_c = jnp.tanh(c_t)[:, None, :]  # [B, 1, H]
-        dh_new, dc_new = (dy_t + dh)[:, None, :], dc[:, None, :]
+        i, f, g, o = acts[:, :H], acts[:, H:2 * H], acts[:, 2 * H:3 * H], acts[:, 3 * H:]
+        tanh_c = jnp.tanh(c_t)
+        dh_new, dc_new = dy_t + dh, dc
         if keep_t is not None:
-            dh_new = jnp.where(keep_t[:, :, None], dh_new, 0.0)
-            dc_new = jnp.where(keep_t[:, :, None], dc_new, 0.0)
+            dh_new = jnp.where(keep_t, dh_new, 0.0)
+            dc_new = jnp.where(keep_t, dc_new, 0.0)
         dc_new = dc_new + dh_new * o * (1.0 - tanh_c * tanh_c)
-        # d_gates = d_acts * (activation derivative), built as one [B, 4, H] elementwise expression:
-        #   d_acts = (dc_new * g, dc_new * c_{t-1}, dc_new * i, dh_new * tanh(c_t))
-        #   derivative = a (1 - a) for the sigmoids, 1 - a^2 for tanh, i.e. (a + scale - 1) (1 - a)
-        d_acts = jnp.where(block == 3, dh_new * tanh_c, dc_new) * jnp.where(
-            block == 0, g, jnp.where(block == 1, c_before[:, None, :], jnp.where(block == 2, i, 1.0)))
-        d_gates = (d_acts * (acts + scale - 1.0) * (1.0 - acts)).reshape(-1, 4 * H)  # [B, 4H]
+        d_gates = jnp.concatenate([
+            dc_new * g * i * (1.0 - i),
+            dc_new * c_before * f * (1.0 - f),
+            dc_new * i * (1.0 - g * g),
+            dh_new * tanh_c * o * (1.0 - o),
+        ], axis=-1)  # [B, 4H]
         dh_prev = _dropped(d_gates @ w_h_t, res.rmask)
-        dc_prev = (dc_new * f)[:, 0, :]
+        dc_prev = dc_new * f
         if keep_t is not None:
             dh_prev = dh_prev + jnp.where(keep_t, 0.0, dh)
             dc_prev = dc_prev + jnp.where(keep_t, 0.0, dc)
@@ -200,8 +215,7 @@ def _lstm_backward(res: _LSTMResiduals, d_ys, d_h_T, d_c_T, reverse, unroll):
     (d_h0, d_c0), d_gates = jax.lax.scan(step, (d_h_T, d_c_T), (res.acts, res.cs, c_prev, d_ys, keep),
                                          reverse=not reverse, unroll=unroll)  # d_gates [T, B, 4H]
     h_prev = _dropped(_previous(res.hs, res.h0, reverse), res.rmask)  # [T, B, H], as it entered the matmul
-    dw_h = jnp.einsum("tbh,tbg->hg", h_prev, d_gates)
-    dxs, dw_x, db = _input_gradients(res.xs, res.w_x, d_gates)
+    dw_h, _, dw_x, db, dxs = _weight_gradients(res.xs_tm, res.w_x, h_prev, d_gates)
     return LSTMParams(w_x=dw_x, w_h=dw_h, b=db), dxs, d_h0, d_c0
 
 
@@ -251,7 +265,7 @@ def lstm_layer(params: LSTMParams, xs: jax.Array, *, lengths=None, mask=None,
 # ----------------------------------------------------------------------------------------------------- GRU
 
 class _GRUResiduals(NamedTuple):
-    xs: jax.Array  # [B, T, D]
+    xs_tm: jax.Array  # [T*B, D]
     w_x: jax.Array  # [D, 3H]
     w_h: jax.Array  # [H, 3H]
     keep: jax.Array | None  # bool [T, B, 1]
@@ -275,7 +289,8 @@ def _gru_forward(params, xs, keep, rmask, h0, reverse, unroll):
         ys = hs * keep                                        # zero outputs on padding
     """
     H = params.w_h.shape[0]
-    xp = _time_major_projection(xs, params.w_x, params.b_x)  # [T, B, 3H]
+    xs_tm = _time_major(xs)  # [T*B, D]
+    xp = _input_projection(xs_tm, params.w_x, params.b_x, xs.shape[1])  # [T, B, 3H]
     w_h, b_h = params.w_h, params.b_h
 
     def step(h, inputs):
@@ -292,7 +307,7 @@ def _gru_forward(params, xs, keep, rmask, h0, reverse, unroll):
 
     h_T, (acts, hs) = jax.lax.scan(step, h0, (xp, keep), reverse=reverse, unroll=unroll)
     ys = hs if keep is None else jnp.where(keep, hs, jnp.zeros_like(hs))
-    residuals = _GRUResiduals(xs, params.w_x, w_h, keep, rmask, h0, acts, hs)
+    residuals = _GRUResiduals(xs_tm, params.w_x, w_h, keep, rmask, h0, acts, hs)
     return jnp.swapaxes(ys, 0, 1), h_T, residuals
 
 
@@ -331,10 +346,8 @@ def _gru_backward(res: _GRUResiduals, d_ys, d_h_T, reverse, unroll):
 
     d_h0, (d_hp, da_n) = jax.lax.scan(step, d_h_T, (res.acts, h_prev, d_ys, res.keep),
                                       reverse=not reverse, unroll=unroll)  # [T, B, 3H], [T, B, H]
-    dw_h = jnp.einsum("tbh,tbg->hg", _dropped(h_prev, res.rmask), d_hp)
-    db_h = jnp.sum(d_hp, axis=(0, 1))
     d_xp = jnp.concatenate([d_hp[..., :2 * H], da_n], axis=-1)  # [T, B, 3H]
-    dxs, dw_x, db_x = _input_gradients(res.xs, res.w_x, d_xp)
+    dw_h, db_h, dw_x, db_x, dxs = _weight_gradients(res.xs_tm, res.w_x, _dropped(h_prev, res.rmask), d_hp, d_xp)
     return GRUParams(w_x=dw_x, w_h=dw_h, b_x=db_x, b_h=db_h), dxs, d_h0
 
 

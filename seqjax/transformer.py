@@ -41,8 +41,7 @@ def check_token_ids(tokens, vocab_size: int, name: str = "tokens") -> None:
         ids = np.asarray(tokens)
         if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
             raise ValueError(f"{name}: token ids must lie in [0, V) = [0, {vocab_size}), "
-                             f"got min {ids.min()}, "
-                             f"max {ids.max()}")
+                             f"got min {ids.min()}, max {ids.max()}")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -333,8 +332,7 @@ class EncoderStack(nnx.Module):
                  pre_ln: bool = True, rope: bool = False, remat: bool = False, rngs: nnx.Rngs):
         kw = _block_kwargs(num_kv_heads, dropout_rate, attention_dropout_rate, pre_ln, rope)
         self.layers = LayerStack(lambda r: EncoderBlock(d_model, num_heads, mlp_dim, rngs=r, **kw),
-                                 num_layers,
-                                 remat=remat, rngs=rngs)
+                                 num_layers, remat=remat, rngs=rngs)
         self.ln_f = nnx.LayerNorm(d_model, rngs=rngs) if pre_ln else None
 
     def __call__(self, x, mask=None, *, key=None, return_attention=False, implementation=None):
@@ -435,8 +433,7 @@ class DecoderOnly(nnx.Module):
         self.pos = PositionEmbedding(positions, max_len, d_model, rngs=rngs)
         kw = _block_kwargs(num_kv_heads, dropout_rate, attention_dropout_rate, pre_ln, positions == "rope")
         self.layers = LayerStack(lambda r: DecoderBlock(d_model, num_heads, mlp_dim, rngs=r, **kw),
-                                 num_layers,
-                                 remat=remat, rngs=rngs)
+                                 num_layers, remat=remat, rngs=rngs)
         self.ln_f = nnx.LayerNorm(d_model, rngs=rngs) if pre_ln else None
         self.head = None if tie_embeddings else nnx.Linear(d_model, vocab_size, rngs=rngs)
         self.dropout_rate = dropout_rate

@@ -8,6 +8,7 @@ import pytest
 from flax import nnx
 
 from seqjax import attention, masks
+from seqjax import transformer as tr
 
 
 def _np_softmax(x):
@@ -178,3 +179,34 @@ def test_bad_inputs_raise():
         attention.init_multi_head(jax.random.key(0), 16, 4, num_kv_heads=3)
     with pytest.raises(ValueError, match="implementation"):
         attention.dot_product_attention(q, k, v, implementation="cuda")
+
+
+# The NNX module wraps the same pure functions.
+
+
+def test_gqa_module_equals_mha_with_repeated_kv_heads():
+    gqa = tr.MultiHeadAttention(16, 4, num_kv_heads=2, rngs=nnx.Rngs(6))
+    mha = tr.MultiHeadAttention(16, 4, rngs=nnx.Rngs(7))
+    for name in ("wk", "wv", "bk", "bv"):
+        w = getattr(gqa, name)[...]
+        getattr(mha, name)[...] = jnp.repeat(w, 2, axis=-2)  # K/V head m serves query heads 2m, 2m + 1
+    for name in ("wq", "wo", "bq", "bo"):
+        getattr(mha, name)[...] = getattr(gqa, name)[...]
+    x = jax.random.normal(jax.random.key(8), (2, 5, 16))
+    mask = masks.lengths_to_attention_mask(jnp.array([5, 3]), 5)
+    np.testing.assert_allclose(np.asarray(gqa(x, mask=mask).out), np.asarray(mha(x, mask=mask).out),
+                               atol=1e-5)
+
+
+def test_module_matches_flax_multi_head_attention():
+    ours = tr.MultiHeadAttention(16, 4, rngs=nnx.Rngs(9))
+    ref = nnx.MultiHeadAttention(4, 16, decode=False, rngs=nnx.Rngs(10))
+    ref.query.kernel[...], ref.query.bias[...] = ours.wq[...], ours.bq[...]
+    ref.key.kernel[...], ref.key.bias[...] = ours.wk[...], ours.bk[...]
+    ref.value.kernel[...], ref.value.bias[...] = ours.wv[...], ours.bv[...]
+    ref.out.kernel[...], ref.out.bias[...] = ours.wo[...], ours.bo[...]
+    x = jax.random.normal(jax.random.key(11), (2, 5, 16))
+    ctx = jax.random.normal(jax.random.key(12), (2, 4, 16))
+    mask = masks.cross_attention_mask(masks.lengths_to_mask(jnp.array([4, 2]), 4))
+    np.testing.assert_allclose(np.asarray(ours(x, ctx, mask).out),
+                               np.asarray(ref(x, ctx, mask=mask, deterministic=True)), atol=1e-5)

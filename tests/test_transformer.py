@@ -189,34 +189,6 @@ def test_dropout_active_iff_key():
     np.testing.assert_array_equal(np.asarray(c), np.asarray(fwd_key(model, TOKENS, jax.random.key(0))))
 
 
-def test_gqa_module_equals_mha_with_repeated_kv_heads():
-    gqa = tr.MultiHeadAttention(D, N, num_kv_heads=2, rngs=nnx.Rngs(6))
-    mha = tr.MultiHeadAttention(D, N, rngs=nnx.Rngs(7))
-    for name in ("wk", "wv", "bk", "bv"):
-        w = getattr(gqa, name)[...]
-        getattr(mha, name)[...] = jnp.repeat(w, 2, axis=-2)  # K/V head m serves query heads 2m, 2m + 1
-    for name in ("wq", "wo", "bq", "bo"):
-        getattr(mha, name)[...] = getattr(gqa, name)[...]
-    x = jax.random.normal(jax.random.key(8), (2, 5, D))
-    mask = masks.lengths_to_attention_mask(jnp.array([5, 3]), 5)
-    np.testing.assert_allclose(np.asarray(gqa(x, mask=mask).out), np.asarray(mha(x, mask=mask).out),
-                               atol=1e-5)
-
-
-def test_module_matches_flax_multi_head_attention():
-    ours = tr.MultiHeadAttention(D, N, rngs=nnx.Rngs(9))
-    ref = nnx.MultiHeadAttention(N, D, decode=False, rngs=nnx.Rngs(10))
-    ref.query.kernel[...], ref.query.bias[...] = ours.wq[...], ours.bq[...]
-    ref.key.kernel[...], ref.key.bias[...] = ours.wk[...], ours.bk[...]
-    ref.value.kernel[...], ref.value.bias[...] = ours.wv[...], ours.bv[...]
-    ref.out.kernel[...], ref.out.bias[...] = ours.wo[...], ours.bo[...]
-    x = jax.random.normal(jax.random.key(11), (2, 5, D))
-    ctx = jax.random.normal(jax.random.key(12), (2, 4, D))
-    mask = masks.cross_attention_mask(masks.lengths_to_mask(jnp.array([4, 2]), 4))
-    np.testing.assert_allclose(np.asarray(ours(x, ctx, mask).out),
-                               np.asarray(ref(x, ctx, mask=mask, deterministic=True)), atol=1e-5)
-
-
 def test_vit_patchify_round_trip_and_layout():
     images = jax.random.normal(jax.random.key(13), (2, 8, 12, 3))
     patches = tr.patchify(images, 4)

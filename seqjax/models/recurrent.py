@@ -37,10 +37,11 @@ def _keys(key: jax.Array | None, n: int) -> list:
 
 
 class TokenEmbedding(nnx.Module):
-    """A [V, E] table, N(0, 1) init; ids are checked to lie in [0, V) when concrete (jnp.take would clamp)."""
+    """A [V, E] table, N(0, init_scale^2) init; ids are checked to lie in [0, V) when concrete (jnp.take would
+    clamp them silently)."""
 
-    def __init__(self, V: int, E: int, *, rngs: nnx.Rngs):
-        self.table = nnx.Param(jax.random.normal(rngs.params(), (V, E), jnp.float32))
+    def __init__(self, V: int, E: int, *, init_scale: float = 1.0, rngs: nnx.Rngs):
+        self.table = nnx.Param(init_scale * jax.random.normal(rngs.params(), (V, E), jnp.float32))
 
     def __call__(self, ids: jax.Array) -> jax.Array:
         patterns.check_token_ids(ids, self.table.shape[0], "tokens")
@@ -106,14 +107,15 @@ class SentimentRNN(nnx.Module):
 
     def __init__(self, vocab_size: int, *, embed_dim: int = 128, hidden: int = 128, cell: str = "lstm",
                  num_layers: int = 1, bidirectional: bool = True, pool: str = "max",
-                 embed_dropout: float = 0.0, word_dropout: float = 0.0, unk_id: int = 1,
+                 embed_init: float = 1.0, embed_dropout: float = 0.0, word_dropout: float = 0.0,
+                 unk_id: int = 1,
                  dropout: float = 0.0, recurrent_dropout: float = 0.0, classes: int = 2, rngs: nnx.Rngs):
         if pool not in patterns.POOLS:
             raise ValueError(f"pool: expected one of {patterns.POOLS}, got {pool!r}")
         self.pool, self.bidirectional = pool, bool(bidirectional)
         self.embed_dropout, self.dropout = float(embed_dropout), float(dropout)
         self.word_dropout, self.unk_id = float(word_dropout), int(unk_id)
-        self.embed = TokenEmbedding(vocab_size, embed_dim, rngs=rngs)
+        self.embed = TokenEmbedding(vocab_size, embed_dim, init_scale=embed_init, rngs=rngs)
         self.rnn = RecurrentStack(embed_dim, hidden, cell=cell, num_layers=num_layers,
                                   bidirectional=bidirectional, dropout=dropout,
                                   recurrent_dropout=recurrent_dropout, rngs=rngs)
@@ -145,7 +147,7 @@ def sentiment_classifier(model_cfg, vocab_size: int, rngs: nnx.Rngs) -> Sentimen
     return SentimentRNN(vocab_size, embed_dim=c.embed_dim, hidden=c.hidden, cell=c.cell,
                         num_layers=c.get("num_layers", 1), bidirectional=c.get("bidirectional", False),
                         pool=c.get("pool", "last"), embed_dropout=c.get("embed_dropout", 0.0),
-                        word_dropout=c.get("word_dropout", 0.0),
+                        word_dropout=c.get("word_dropout", 0.0), embed_init=c.get("embed_init", 1.0),
                         dropout=c.get("dropout", 0.0), recurrent_dropout=c.get("recurrent_dropout", 0.0),
                         rngs=rngs)
 
