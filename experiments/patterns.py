@@ -4,9 +4,17 @@ Variants: "full" (default) or "smoke"; a cell "rnn" | "lstm" | "gru" (default gr
 independent sub-models together (summed loss) and prints a table of test results vs trivial baselines
 (seqjax/tasks/patterns.py describes the problems). Sequences have up to T = 8 steps.
 
-Result, AS MEASURED (2-core CPU shared with other jobs):
+Result, AS MEASURED (2-core CPU shared with other jobs, load ~10; 2026-11-26):
     python launch.py --config=experiments/patterns.py:full --workdir=/tmp/patterns
-    RESULT_PLACEHOLDER
+    wall 2 min 28 s, 3000 steps, GRU H=64; test set of 2,000 examples per pattern:
+      | pattern               | problem          | metric        | GRU      | trivial baseline        |
+      | one-to-one            | sign XOR         | accuracy      | 0.9985   | 0.5155 (majority)       |
+      | one-to-many           | sine wave        | MSE           | 3.2e-05  | 0.5003 (predict 0)      |
+      | many-to-one           | count ones       | accuracy      | 1.0000   | 0.2555 (majority)       |
+      | many-to-many aligned  | running max      | accuracy/step | 1.0000   | 0.5016 (current digit)  |
+      | many-to-many enc-dec  | reverse digits   | exact match   | 1.0000   | 0.1610 (copy)           |
+    All five are solved; these problems are small on purpose (they show the wiring, not capacity).
+    tests/test_experiments_recurrent.py trains 150 steps and checks three of them beat their baselines.
 """
 from seqjax import configs
 

@@ -7,9 +7,15 @@ Data: movie-review sentence polarity (vaderSentiment 3.3.2's copy, 10,568 senten
 score), split 80/10/10 with seed 0 by `load_polarity_splits`; vocabulary from the training split (words seen
 >= 1 time), sentences padded/truncated to 50 tokens. Embedding learned from scratch.
 
-Result, AS MEASURED (2-core CPU shared with other jobs):
+Result, AS MEASURED (2-core CPU shared with other jobs, load ~10; 2026-11-26):
     python launch.py --config=experiments/sentiment_rnn.py:full --workdir=/tmp/sentiment_rnn
-    RESULT_PLACEHOLDER
+    wall 4 min 20 s, 1200 steps, BiLSTM (E=128, H=128 per direction, max pooling), vocabulary 16,025 words.
+    test accuracy 77.86% (1,057 sentences; val 77.67%): goal (>= 77%) met, by 0.9 points.
+    Baselines on the same split: multinomial naive Bayes on binarised unigrams 78.33% test (78.81% val),
+    slightly better than the BiLSTM; majority class 48.4%.
+    The same model with N(0, 1) embedding init, no word dropout and 1600 steps reached only 73.98% (10 min 40 s):
+    the small init (embed_init=0.1) mattered most. sentiment_embeddings_pca.png separates the positive and
+    negative words along the first principal axis.
 """
 from seqjax import configs
 

@@ -66,7 +66,9 @@ def plot_attention_grid(weights: np.ndarray, row_labels: list[str], col_labels: 
                          f"{w.shape}, got {len(row_labels)} and {len(col_labels)}")
     plt = _pyplot()
     cell = max(2.2, 0.28 * max(T, S))
-    fig, axes = plt.subplots(L, N, figsize=(cell * N + 1.0, cell * L + 0.8), squeeze=False)
+    # Constrained layout leaves room for every panel's tick labels (each panel carries both axes' tokens).
+    fig, axes = plt.subplots(L, N, figsize=(cell * N + 1.5, cell * L + 1.0), squeeze=False,
+                             layout="constrained")
     for l in range(L):
         for n in range(N):
             ax = axes[l][n]
@@ -88,7 +90,7 @@ def plot_attention_grid(weights: np.ndarray, row_labels: list[str], col_labels: 
                 ax.set_xlabel(col_name, fontsize=8)
     fig.colorbar(im, ax=axes, shrink=0.6)
     if title:
-        fig.suptitle(title, y=1.0 + 0.25 / (cell * L + 0.8))
+        fig.suptitle(title)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path

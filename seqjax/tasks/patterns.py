@@ -162,7 +162,7 @@ class PatternsTask:
         for pattern, problem, metric, key in rows:
             value = res[f"{key}_mse" if key == "one_to_many" else
                         f"{key}_exact_match" if key == "seq2seq" else f"{key}_accuracy"]
-            lines.append(f"| {pattern} | {problem} | {metric} | {value:.4f} | {res[f'{key}_baseline']:.4f} |")
+            lines.append(f"| {pattern} | {problem} | {metric} | {value:.4g} | {res[f'{key}_baseline']:.4g} |")
         table = "\n".join(lines)
         print(table, flush=True)
         os.makedirs(workdir, exist_ok=True)
