@@ -2,6 +2,8 @@
 
 Implementations (each in its own worker process):
   seqjax        seqjax.rnn_kernels.lstm_layer / gru_layer: fused custom-VJP layer (the subject)
+  seqjax-c4     the same with the backward scan cut into 4 time blocks (backward_chunks=4), so each block's
+                weight-gradient matmuls can run beside the rest of the scan (a gain only with idle cores)
   seqjax-scan   seqjax.scan.unroll with Cell("lstm") / Cell("gru"), differentiated by JAX's autodiff
   flax          Flax's nnx.OptimizedLSTMCell / nnx.GRUCell driven by nnx.RNN, optax.adam
   torch         torch.nn.LSTM / torch.nn.GRU (eager, fused CPU kernel), torch.optim.Adam
@@ -60,7 +62,8 @@ def _seqjax(kind, fused, config):
     unroll = config.get("unroll")
     if fused:
         layer = rnn_kernels.lstm_layer if kind == "lstm" else rnn_kernels.gru_layer
-        apply = lambda p, x: layer(p, x, unroll=unroll, backward_unroll=config.get("backward_unroll"))[0]
+        options = {k: config.get(k) for k in ("backward_unroll", "backward_chunks") if config.get(k)}
+        apply = lambda p, x: layer(p, x, unroll=unroll, **options)[0]
     else:
         apply = lambda p, x: scan.unroll(cell, p, x, unroll=unroll or 1)[0]
     init = lambda key: cell.init(key, config["D"], config["H"])
@@ -93,6 +96,14 @@ def setup_seqjax_lstm(config):
     return _seqjax("lstm", True, config)
 
 
+def setup_seqjax_c4_lstm(config):
+    return _seqjax("lstm", True, {**config, "backward_chunks": 4})
+
+
+def setup_seqjax_c4_gru(config):
+    return _seqjax("gru", True, {**config, "backward_chunks": 4})
+
+
 def setup_seqjax_scan_lstm(config):
     return _seqjax("lstm", False, config)
 
@@ -120,12 +131,13 @@ def _benchmark(kind: str, gates: int) -> dict:
         "flops": lambda c: rnn_train_flops(c["B"], c["T"], c["D"], c["H"], gates),
         "impls": {
             "seqjax": f"bench_recurrent:setup_seqjax_{kind}",
+            "seqjax-c4": f"bench_recurrent:setup_seqjax_c4_{kind}",
             "seqjax-scan": f"bench_recurrent:setup_seqjax_scan_{kind}",
             "flax": f"bench_recurrent:setup_flax_{kind}",
             "torch": f"peers.torch_rnn:setup_{kind}",
         },
         "subject": "seqjax",
-        "peers": ["torch", "flax", "seqjax-scan"],
+        "peers": ["torch", "flax", "seqjax-scan", "seqjax-c4"],
     }
 
 

@@ -249,8 +249,11 @@ def fmt(value, spec: str) -> str:
 
 
 def print_table(rows: list[dict]) -> None:
-    columns = [("name", "<18"), ("config", "<34"), ("subject", ">10"), ("value", ">10"), ("peer", "<14"),
-               ("value", ">10"), ("ratio", ">6"), ("GFLOP/s", ">8"), ("%gemm", ">6")]
+    name_width = max([len(row["name"]) for row in rows] + [4])
+    peer_width = max([len(str(row["peer"])) for row in rows] + [4])
+    subject_width = max([len(row["subject"]) for row in rows] + [7])
+    columns = [("name", f"<{name_width}"), ("config", "<34"), ("subject", f">{subject_width}"), ("value", ">11"),
+               ("peer", f"<{peer_width}"), ("value", ">11"), ("ratio", ">6"), ("GFLOP/s", ">8"), ("%gemm", ">6")]
     header = " ".join(format(title, spec) for title, spec in columns)
     print(header)
     print("-" * len(header))
@@ -304,8 +307,9 @@ def main(argv=None) -> int:
 
     benchmarks = discover()
     if args.list:
+        width = max(map(len, benchmarks), default=4)
         for name, spec in benchmarks.items():
-            print(f"{name:<20} {spec['module']:<18} {spec['kind']:<8} {', '.join(spec['impls'])}")
+            print(f"{name:<{width}} {spec['module']:<18} {spec['kind']:<8} {', '.join(spec['impls'])}")
         return 0
     unknown = [name for name in args.names if name not in benchmarks]
     if unknown:

@@ -5,7 +5,24 @@ Full:  `timeout 1500 python launch.py --config=experiments/char_gpt.py --workdir
 Then:  `python -m seqjax.sample --workdir=/tmp/char_gpt --prompt="ROMEO:" --temperature=0.8 --top_k=40 \
           --top_p=0.95 --length=500`
 
-Result AS MEASURED here (2-core CPU shared with other jobs): see RESULT below (filled in after the full run).
+Data: 34 plays train (4.25 M characters), 4 held-out plays validation (hamlet, julius-caesar, twelfth-night,
+henry-v: 0.54 M characters), 76-character vocabulary; seqjax/data/shakespeare.py documents the Markdown
+stripping.
+
+Result AS MEASURED here (2026-11-26, 2-core CPU shared with ~5 other jobs, load average 6-9):
+    timeout 1500 python launch.py --config=experiments/char_gpt.py --workdir=/tmp/f_char
+    1000 steps of 48 x 64 characters (3.1 M characters, 0.7 epoch), 1.2-2.2 steps/s, wall 767 s (12.8 min)
+    including the final pass over the whole validation text: validation loss 1.697 nats/char (goal <= 1.70
+    met, by 0.003), against an add-one bigram model at 2.500 and a unigram model at 3.307. Validation loss at
+    steps 250 / 500 / 750 (10 batches of 48): 2.117 / 1.839 / 1.719; the 0.5 M-parameter model was still
+    improving.
+    A sample (seed 0, --temperature=0.8 --top_k=40 --top_p=0.95):
+        ROMEO:
+        My mine my so, had thee honour to many.
+
+        ANTINIUS:
+        Nay,
+        I'll thee you so tounglant greeten her gate her.
 """
 from seqjax import configs
 

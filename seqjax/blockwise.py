@@ -32,6 +32,7 @@ from seqjax import masks as masks_lib
 
 DEFAULT_Q_BLOCK = 256
 DEFAULT_KV_BLOCK = 256
+BLOCK_BYTES = 1 << 20  # target size of one chunk's [c, N, q_block, kv_block] f32 scores (L2-cache sized)
 
 
 class _Config(NamedTuple):
@@ -44,6 +45,7 @@ class _Config(NamedTuple):
     scale: float
     dropout_rate: float
     unroll: int | bool
+    batch_chunk: int  # batch elements per lax.map step (B: no map)
     free_pairs: tuple[tuple[int, int], ...]  # block pairs needing no mask at all
     masked_pairs: tuple[tuple[int, int], ...]  # block pairs crossing the diagonal or the key padding
 
@@ -256,21 +258,54 @@ def _backward(cfg: _Config, q, k, v, mask, bias, key, out, lse, dout):
     return dq, dkt.transpose(0, 1, 3, 2), dvt.transpose(0, 1, 3, 2), db
 
 
+def _over_batch_chunks(cfg: _Config, fn, *args):
+    """fn(*args) computed chunk by chunk along the batch axis, `cfg.batch_chunk` sequences at a time.
+
+    Replaces `concatenate([fn(*(a[i:i + c] for a in args)) for i in range(0, B, c)])`: with fewer heads per
+    step a block's scores stay in cache. Arguments without a batch axis of size B (a broadcast mask or bias,
+    None) are passed whole; fn must return arrays with a leading batch axis of size c.
+    """
+    B, c = args[0].shape[0], cfg.batch_chunk
+    if c >= B:
+        return fn(*args)
+    chunked = [a is not None and a.ndim > 0 and a.shape[0] == B for a in args]
+    xs = [a.reshape(B // c, c, *a.shape[1:]) if split else None
+          for a, split in zip(args, chunked, strict=True)]
+
+    def one_chunk(xs_i):
+        return fn(*(x if split else a for x, a, split in zip(xs_i, args, chunked, strict=True)))
+
+    outs = jax.lax.map(one_chunk, xs)
+    return jax.tree.map(lambda o: o.reshape(B, *o.shape[2:]), outs)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _core(cfg, q, k, v, mask, bias, key):
-    out, _ = _forward(cfg, q, k, v, mask, bias, key)
+    out, _ = _over_batch_chunks(cfg, functools.partial(_forward, cfg), q, k, v, mask, bias, key)
     return out
 
 
 def _core_fwd(cfg, q, k, v, mask, bias, key):
-    out, lse = _forward(cfg, q, k, v, mask, bias, key)
+    out, lse = _over_batch_chunks(cfg, functools.partial(_forward, cfg), q, k, v, mask, bias, key)
     return out, (q, k, v, mask, bias, key, out, lse)
 
 
 def _core_bwd(cfg, res, dout):
     q, k, v, mask, bias, key, out, lse = res
-    dq, dk, dv, db = _backward(cfg, q, k, v, mask, bias, key, out, lse, dout.astype(jnp.float32))
-    db = None if db is None else db.astype(bias.dtype)
+    bias_batched = bias is not None and bias.shape[0] == q.shape[0]
+
+    def grads(q, k, v, mask, bias, key, out, lse, dout):
+        dq, dk, dv, db = _backward(cfg, q, k, v, mask, bias, key, out, lse, dout)
+        if db is not None and not bias_batched:
+            db = db[None]  # [1, ...]: summed over the chunks below
+        return dq, dk, dv, db
+
+    dq, dk, dv, db = _over_batch_chunks(cfg, grads, q, k, v, mask, bias, key, out, lse,
+                                        dout.astype(jnp.float32))
+    if db is not None:
+        if not bias_batched:
+            db = jnp.sum(db, axis=0) if cfg.batch_chunk < q.shape[0] else db[0]
+        db = db.astype(bias.dtype)
     return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), None, db, None
 
 
@@ -281,7 +316,7 @@ def blockwise_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Arra
                         bias: jax.Array | None = None, *, causal: bool = False, scale: float | None = None,
                         dropout_rate: float = 0.0, key: jax.Array | None = None,
                         q_block: int = DEFAULT_Q_BLOCK, kv_block: int = DEFAULT_KV_BLOCK,
-                        unroll: int | bool = 1) -> jax.Array:
+                        batch_chunk: int | None = None, unroll: int | bool = 1) -> jax.Array:
     """softmax(q k^T * scale + bias, masked) v, computed block by block in O(T) memory.
 
     Args:
@@ -294,6 +329,8 @@ def blockwise_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Arra
       dropout_rate, key: dropout on the attention weights, active iff `key` is given (the mask is drawn per
         block from `key`, so it differs from the einsum path's draw but has the same distribution).
       q_block, kv_block: block sizes (clipped to T and S); T and S need not be multiples (they are padded).
+      batch_chunk: sequences processed together (a lax.map over batch chunks); None picks the largest divisor
+        of B whose [chunk, N, q_block, kv_block] scores fit in about 1 MiB (whole batch with dropout).
       unroll: passed to the lax.scan over block pairs.
     Returns:
       [B, T, N, Kv] in q's dtype.
@@ -327,9 +364,17 @@ def blockwise_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Arra
     scale = 1.0 / math.sqrt(K) if scale is None else float(scale)
     if key is None or dropout_rate == 0.0:
         key, dropout_rate = None, 0.0
+    if batch_chunk is None:
+        fits = [c for c in range(1, B + 1) if B % c == 0 and c * N * bq * bk * 4 <= BLOCK_BYTES]
+        batch_chunk = B if key is not None else max(fits, default=1)
+    elif not isinstance(batch_chunk, int | np.integer) or batch_chunk <= 0 or B % batch_chunk:
+        raise ValueError(f"batch_chunk: expected a positive divisor of B = {B}, got {batch_chunk!r}")
+    elif key is not None and batch_chunk != B:
+        raise ValueError(f"batch_chunk: dropout draws one mask per block for the whole batch; use "
+                         f"batch_chunk=None or B = {B}, got {batch_chunk}")
     free, masked = block_schedule(T, S, bq, bk, causal, masked=mask is not None)
     cfg = _Config(T=T, S=S, bq=bq, bk=bk, causal=bool(causal), scale=scale, dropout_rate=float(dropout_rate),
-                  unroll=unroll, free_pairs=free, masked_pairs=masked)
+                  unroll=unroll, batch_chunk=int(batch_chunk), free_pairs=free, masked_pairs=masked)
 
     # Grouped-head layout: query heads sharing a K/V head sit together, time is the second-to-last axis.
     qg = (q * jnp.asarray(scale, q.dtype)).reshape(B, T, M, G, K).transpose(0, 2, 3, 1, 4)  # [B, M, G, T, K]

@@ -24,13 +24,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seqjax.cells import GRUParams, HiddenState, LSTMParams, LSTMState
+from seqjax.cells import Cell, GRUParams, HiddenState, LSTMParams, LSTMState
 from seqjax.dropout import dropout_mask
 from seqjax.scan import padding_mask
 
 # Default lax.scan unroll factors for the forward and backward scans (measured with benchmarks/run.py on CPU).
 FORWARD_UNROLL = 1
 BACKWARD_UNROLL = 1
+# Time blocks of the backward scan; each block's weight gradients can overlap the rest of the scan.
+BACKWARD_CHUNKS = 1
 
 
 # -------------------------------------------------------------------------------------------------- checks
@@ -82,6 +84,31 @@ def _dropped(h: jax.Array, rmask: jax.Array | None) -> jax.Array:
     return h * (rmask if h.ndim == 2 else rmask[None])
 
 
+def _backward_scan(step, carry, inputs, reverse: bool, unroll: int, chunks: int, gradients):
+    """The backward scan in `chunks` consecutive time blocks, latest-processed-first, with the weight
+    gradients of each block computed as soon as its per-step gradients exist.
+
+    The blocks' weight-gradient matmuls do not depend on the rest of the scan, so XLA can run them on
+    another core while the (mostly sequential) scan goes on. Equivalent to one scan over all of time:
+
+        carry, per_step = lax.scan(step, carry, inputs, reverse=not reverse)
+        return carry, gradients(slice(0, T), per_step)
+    with the partial results of `gradients(block, per_step_of_block)` summed, except the last one (dxs
+    [B, T_block, D]), which is concatenated along time.
+    """
+    T = jax.tree.leaves(inputs)[0].shape[0]
+    bounds = np.linspace(0, T, min(chunks, T) + 1).astype(int)
+    blocks = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+    totals, dxs = None, {}
+    for block in (blocks if reverse else blocks[::-1]):  # the backward pass walks time against the forward
+        carry, per_step = jax.lax.scan(step, carry, jax.tree.map(lambda a, b=block: a[b], inputs),
+                                       reverse=not reverse, unroll=unroll)
+        *sums, dxs[block.start] = gradients(block, per_step)
+        totals = sums if totals is None else [t + s for t, s in zip(totals, sums, strict=True)]
+    dxs = jnp.concatenate([dxs[start] for start in sorted(dxs)], axis=1)  # [B, T, D]
+    return carry, (*totals, dxs)
+
+
 def _time_major(xs: jax.Array) -> jax.Array:
     """xs [B, T, D] -> [T*B, D], rows in time-major order (one cheap copy of the narrow input)."""
     B, T, D = xs.shape
@@ -101,7 +128,7 @@ def _input_projection(xs_tm: jax.Array, w_x: jax.Array, b: jax.Array, T: int) ->
 def _weight_gradients(xs_tm, w_x, h_prev, d_gates, d_xp=None):
     """Everything that needs no sequential work, from the per-step gradients d_gates [T, B, G]:
 
-        dW_h = H_prev^T @ dGates,   dW_x = X^T @ dXP,   dX = dXP @ W_x^T,   db = sum(dXP),   db_h = sum(dGates)
+        dW_h = H_prev^T @ dGates,  dW_x = X^T @ dXP,  dX = dXP @ W_x^T,  db = sum(dXP),  db_h = sum(dGates)
 
     with H_prev [T*B, H] the recurrent inputs and X = xs_tm [T*B, D]. dXP (the gradient of the input
     projection) equals d_gates unless given (the GRU's candidate gate differs). Returns (dW_h, db_h, dW_x, db,
@@ -169,7 +196,7 @@ def _lstm_forward(params, xs, keep, rmask, h0, c0, reverse, unroll):
     return jnp.swapaxes(ys, 0, 1), (h_T, c_T), residuals  # ys [B, T, H]
 
 
-def _lstm_backward(res: _LSTMResiduals, d_ys, d_h_T, d_c_T, reverse, unroll):
+def _lstm_backward(res: _LSTMResiduals, d_ys, d_h_T, d_c_T, reverse, unroll, chunks=1):
     """The backward pass: a reverse scan for the gate gradients, then one matmul per weight gradient.
 
     The scan replaces (walking the forward scan's steps in the opposite order):
@@ -184,6 +211,7 @@ def _lstm_backward(res: _LSTMResiduals, d_ys, d_h_T, d_c_T, reverse, unroll):
             dc = dc_new * f + (1 - keep[t]) * dc
     """
     H = res.w_h.shape[0]
+    B = res.h0.shape[0]
     d_ys = jnp.swapaxes(d_ys, 0, 1)  # [T, B, H]
     c_prev = _previous(res.cs, res.c0, reverse)  # [T, B, H]
     w_h_t = res.w_h.T  # [4H, H]
@@ -212,28 +240,30 @@ def _lstm_backward(res: _LSTMResiduals, d_ys, d_h_T, d_c_T, reverse, unroll):
             dc_prev = dc_prev + jnp.where(keep_t, 0.0, dc)
         return (dh_prev, dc_prev), d_gates
 
-    (d_h0, d_c0), d_gates = jax.lax.scan(step, (d_h_T, d_c_T), (res.acts, res.cs, c_prev, d_ys, keep),
-                                         reverse=not reverse, unroll=unroll)  # d_gates [T, B, 4H]
     h_prev = _dropped(_previous(res.hs, res.h0, reverse), res.rmask)  # [T, B, H], as it entered the matmul
-    dw_h, _, dw_x, db, dxs = _weight_gradients(res.xs_tm, res.w_x, h_prev, d_gates)
+    def gradients(block, d_gates):  # d_gates [T_block, B, 4H]
+        return _weight_gradients(res.xs_tm[block.start * B:block.stop * B], res.w_x, h_prev[block], d_gates)
+
+    (d_h0, d_c0), (dw_h, _, dw_x, db, dxs) = _backward_scan(
+        step, (d_h_T, d_c_T), (res.acts, res.cs, c_prev, d_ys, keep), reverse, unroll, chunks, gradients)
     return LSTMParams(w_x=dw_x, w_h=dw_h, b=db), dxs, d_h0, d_c0
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8))
-def _lstm(params, xs, keep, rmask, h0, c0, reverse, forward_unroll, backward_unroll):
+@partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8, 9))
+def _lstm(params, xs, keep, rmask, h0, c0, reverse, forward_unroll, backward_unroll, chunks):
     ys, (h_T, c_T), _ = _lstm_forward(params, xs, keep, rmask, h0, c0, reverse, forward_unroll)
     return ys, LSTMState(h_T, c_T)
 
 
-def _lstm_fwd(params, xs, keep, rmask, h0, c0, reverse, forward_unroll, backward_unroll):
+def _lstm_fwd(params, xs, keep, rmask, h0, c0, reverse, forward_unroll, backward_unroll, chunks):
     ys, (h_T, c_T), residuals = _lstm_forward(params, xs, keep, rmask, h0, c0, reverse, forward_unroll)
     return (ys, LSTMState(h_T, c_T)), residuals
 
 
-def _lstm_bwd(reverse, forward_unroll, backward_unroll, residuals, cotangents):
+def _lstm_bwd(reverse, forward_unroll, backward_unroll, chunks, residuals, cotangents):
     d_ys, d_final = cotangents
     d_params, dxs, d_h0, d_c0 = _lstm_backward(residuals, d_ys, d_final.h, d_final.c, reverse,
-                                               backward_unroll)
+                                               backward_unroll, chunks)
     return d_params, dxs, None, None, d_h0, d_c0
 
 
@@ -242,8 +272,8 @@ _lstm.defvjp(_lstm_fwd, _lstm_bwd)
 
 def lstm_layer(params: LSTMParams, xs: jax.Array, *, lengths=None, mask=None,
                initial_state: LSTMState | None = None, reverse: bool = False, recurrent_dropout: float = 0.0,
-               key: jax.Array | None = None, unroll: int | None = None,
-               backward_unroll: int | None = None) -> tuple[jax.Array, LSTMState]:
+               key: jax.Array | None = None, unroll: int | None = None, backward_unroll: int | None = None,
+               backward_chunks: int | None = None) -> tuple[jax.Array, LSTMState]:
     """An LSTM over xs [B, T, D] -> (ys [B, T, H], final LSTMState), with a fused backward pass.
 
     Same results as `scan.unroll(Cell("lstm"), params, xs, lengths=..., mask=..., initial_state=...,
@@ -258,7 +288,7 @@ def lstm_layer(params: LSTMParams, xs: jax.Array, *, lengths=None, mask=None,
         initial_state = LSTMState(jnp.zeros((B, H), dtype), jnp.zeros((B, H), dtype))
     h0, c0 = (s.astype(dtype) for s in initial_state)
     ys, final = _lstm(params, xs, keep, rmask, h0, c0, reverse, unroll or FORWARD_UNROLL,
-                      backward_unroll or BACKWARD_UNROLL)
+                      backward_unroll or BACKWARD_UNROLL, backward_chunks or BACKWARD_CHUNKS)
     return ys, LSTMState(*(f.astype(s.dtype) for f, s in zip(final, initial_state, strict=True)))
 
 
@@ -311,7 +341,7 @@ def _gru_forward(params, xs, keep, rmask, h0, reverse, unroll):
     return jnp.swapaxes(ys, 0, 1), h_T, residuals
 
 
-def _gru_backward(res: _GRUResiduals, d_ys, d_h_T, reverse, unroll):
+def _gru_backward(res: _GRUResiduals, d_ys, d_h_T, reverse, unroll, chunks=1):
     """The backward pass: a reverse scan for the gate gradients, then one matmul per weight gradient.
 
     The scan replaces (walking the forward scan's steps in the opposite order):
@@ -325,8 +355,10 @@ def _gru_backward(res: _GRUResiduals, d_ys, d_h_T, reverse, unroll):
             dh = (d_hp[t] @ w_h^T) * rmask + dh_new * z + (1 - keep[t]) * dh
     """
     H = res.w_h.shape[0]
+    B = res.h0.shape[0]
     d_ys = jnp.swapaxes(d_ys, 0, 1)  # [T, B, H]
     h_prev = _previous(res.hs, res.h0, reverse)  # [T, B, H], undropped
+    h_prev_dropped = _dropped(h_prev, res.rmask)  # as it entered the recurrent matmul
     w_h_t = res.w_h.T  # [3H, H]
 
     def step(dh, inputs):
@@ -344,27 +376,31 @@ def _gru_backward(res: _GRUResiduals, d_ys, d_h_T, reverse, unroll):
             dh_prev = dh_prev + jnp.where(keep_t, 0.0, dh)
         return dh_prev, (d_hp, da_n)
 
-    d_h0, (d_hp, da_n) = jax.lax.scan(step, d_h_T, (res.acts, h_prev, d_ys, res.keep),
-                                      reverse=not reverse, unroll=unroll)  # [T, B, 3H], [T, B, H]
-    d_xp = jnp.concatenate([d_hp[..., :2 * H], da_n], axis=-1)  # [T, B, 3H]
-    dw_h, db_h, dw_x, db_x, dxs = _weight_gradients(res.xs_tm, res.w_x, _dropped(h_prev, res.rmask), d_hp, d_xp)
+    def gradients(block, per_step):
+        d_hp, da_n = per_step  # [T_block, B, 3H], [T_block, B, H]
+        d_xp = jnp.concatenate([d_hp[..., :2 * H], da_n], axis=-1)  # [T_block, B, 3H]
+        return _weight_gradients(res.xs_tm[block.start * B:block.stop * B], res.w_x, h_prev_dropped[block],
+                                 d_hp, d_xp)
+
+    d_h0, (dw_h, db_h, dw_x, db_x, dxs) = _backward_scan(
+        step, d_h_T, (res.acts, h_prev, d_ys, res.keep), reverse, unroll, chunks, gradients)
     return GRUParams(w_x=dw_x, w_h=dw_h, b_x=db_x, b_h=db_h), dxs, d_h0
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
-def _gru(params, xs, keep, rmask, h0, reverse, forward_unroll, backward_unroll):
+@partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8))
+def _gru(params, xs, keep, rmask, h0, reverse, forward_unroll, backward_unroll, chunks):
     ys, h_T, _ = _gru_forward(params, xs, keep, rmask, h0, reverse, forward_unroll)
     return ys, h_T
 
 
-def _gru_fwd(params, xs, keep, rmask, h0, reverse, forward_unroll, backward_unroll):
+def _gru_fwd(params, xs, keep, rmask, h0, reverse, forward_unroll, backward_unroll, chunks):
     ys, h_T, residuals = _gru_forward(params, xs, keep, rmask, h0, reverse, forward_unroll)
     return (ys, h_T), residuals
 
 
-def _gru_bwd(reverse, forward_unroll, backward_unroll, residuals, cotangents):
+def _gru_bwd(reverse, forward_unroll, backward_unroll, chunks, residuals, cotangents):
     d_ys, d_h_T = cotangents
-    d_params, dxs, d_h0 = _gru_backward(residuals, d_ys, d_h_T, reverse, backward_unroll)
+    d_params, dxs, d_h0 = _gru_backward(residuals, d_ys, d_h_T, reverse, backward_unroll, chunks)
     return d_params, dxs, None, None, d_h0
 
 
@@ -373,8 +409,8 @@ _gru.defvjp(_gru_fwd, _gru_bwd)
 
 def gru_layer(params: GRUParams, xs: jax.Array, *, lengths=None, mask=None,
               initial_state: HiddenState | None = None, reverse: bool = False, recurrent_dropout: float = 0.0,
-              key: jax.Array | None = None, unroll: int | None = None,
-              backward_unroll: int | None = None) -> tuple[jax.Array, HiddenState]:
+              key: jax.Array | None = None, unroll: int | None = None, backward_unroll: int | None = None,
+              backward_chunks: int | None = None) -> tuple[jax.Array, HiddenState]:
     """A GRU (PyTorch variant) over xs [B, T, D] -> (ys [B, T, H], final HiddenState), fused backward pass.
 
     Same results as `scan.unroll(Cell("gru"), params, xs, ...)` with the same keyword arguments; see
@@ -387,5 +423,22 @@ def gru_layer(params: GRUParams, xs: jax.Array, *, lengths=None, mask=None,
     if initial_state is None:
         initial_state = HiddenState(jnp.zeros((B, H), dtype))
     ys, h_T = _gru(params, xs, keep, rmask, initial_state.h.astype(dtype), reverse,
-                   unroll or FORWARD_UNROLL, backward_unroll or BACKWARD_UNROLL)
+                   unroll or FORWARD_UNROLL, backward_unroll or BACKWARD_UNROLL,
+                   backward_chunks or BACKWARD_CHUNKS)
     return ys, HiddenState(h_T.astype(initial_state.h.dtype))
+
+
+def fused_layer(cell: Cell):
+    """The fused layer computing `scan.unroll(cell, ...)` for this cell, or None if there is none.
+
+    LSTM and the PyTorch-variant GRU in the parameters' own dtype are fused; the simple RNN, the "original"
+    GRU and mixed-precision cells (`Cell(..., dtype=...)`) are not. The returned function takes the keyword
+    arguments of `scan.unroll` except `remat` (its backward stores only gate activations anyway).
+    """
+    if not isinstance(cell, Cell) or cell.dtype is not None:
+        return None
+    if cell.kind == "lstm":
+        return lstm_layer
+    if cell.kind == "gru" and cell.variant == "pytorch":
+        return gru_layer
+    return None

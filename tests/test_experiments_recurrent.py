@@ -35,19 +35,16 @@ def run(name, variant, tmp_path, **overrides):
     return summary["final"]
 
 
-@pytest.mark.parametrize("name", ["stocks", "weather"])
-def test_forecast_smoke(name, tmp_path):
-    final = run(name, "smoke", tmp_path)
+@pytest.mark.parametrize("name, variant", [("stocks", "smoke,gru,h3"), ("weather", "smoke")])
+def test_forecast_smoke(name, variant, tmp_path):
+    final = run(name, variant, tmp_path)
     for k in ("test_model_mae", "test_persistence_mae", "test_linear_ar_mae", "test_mae_vs_persistence"):
         assert k in final
     assert final["test_mae_vs_persistence"] == pytest.approx(final["test_model_mae"] /
                                                              final["test_persistence_mae"] - 1)
     assert (tmp_path / f"{name}_test_predictions.png").stat().st_size > 1000
-
-
-def test_stocks_multi_day_horizon_and_gru(tmp_path):
-    final = run("stocks", "smoke,gru,h3", tmp_path)
-    assert "test_model_price_mae" in final
+    if name == "stocks":
+        assert "test_model_price_mae" in final
 
 
 def test_sentiment_smoke(tmp_path):

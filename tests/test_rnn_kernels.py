@@ -90,7 +90,7 @@ def test_padding_equals_truncated_sequences(kind):
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
-def test_recurrent_dropout_and_unroll_match_scan_unroll(kind):
+def test_recurrent_dropout_unroll_and_chunks_match_scan_unroll(kind):
     cell, params, xs, state = _setup(kind)
     kwargs = dict(lengths=jnp.array([5, 2, 6]), recurrent_dropout=0.4, key=jax.random.key(3))
     ((value, _), grads), ((value_ref, _), grads_ref) = _both(kind, params, xs, state, **kwargs)
@@ -99,9 +99,9 @@ def test_recurrent_dropout_and_unroll_match_scan_unroll(kind):
     # The mask really applies: without the key (evaluation) the result differs.
     value_eval = _loss(*LAYERS[kind](params, xs, initial_state=state, lengths=kwargs["lengths"]))
     assert abs(float(value_eval) - float(value)) > 1e-3
-    # Unrolled scans (both directions) and jit change nothing.
+    # Unrolled scans, a backward scan cut into time blocks (4 of sizes 1-2 for T=6) and jit change nothing.
     fused = jax.jit(jax.grad(lambda p: _loss(*LAYERS[kind](p, xs, initial_state=state, unroll=3,
-                                                           backward_unroll=2, **kwargs))))
+                                                           backward_unroll=2, backward_chunks=4, **kwargs))))
     _assert_trees_close(fused(params), grads[0])
 
 
@@ -111,7 +111,7 @@ def test_gradients_match_finite_differences(kind):
     with jax.enable_x64(True):
         _, params, xs, state = _setup(kind, jnp.float64)
         lengths = jnp.array([T, 2, 0])
-        layer = partial(LAYERS[kind], lengths=lengths, reverse=True)
+        layer = partial(LAYERS[kind], lengths=lengths, reverse=True, backward_chunks=2)
         f = jax.jit(lambda p, x, s: _loss(*layer(p, x, initial_state=s)))
         args = (params, xs, state)
         grads = jax.jit(jax.grad(f, argnums=(0, 1, 2)))(*args)
@@ -145,3 +145,11 @@ def test_bad_input_raises_clear_errors(kind):
         layer(params, xs, lengths=jnp.array([T + 1, 0, 1]))
     with pytest.raises(ValueError, match="lengths: expected shape"):
         layer(params, xs, lengths=jnp.array([1, 2]))
+
+
+def test_fused_layer_picks_only_exact_equivalents():
+    assert rnn_kernels.fused_layer(cells.Cell("lstm")) is rnn_kernels.lstm_layer
+    assert rnn_kernels.fused_layer(cells.Cell("gru")) is rnn_kernels.gru_layer
+    assert rnn_kernels.fused_layer(cells.Cell("gru", variant="original")) is None
+    assert rnn_kernels.fused_layer(cells.Cell("rnn")) is None
+    assert rnn_kernels.fused_layer(cells.Cell("lstm", dtype=jnp.bfloat16)) is None
