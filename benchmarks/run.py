@@ -105,11 +105,11 @@ def validate(name: str, spec: dict) -> dict:
 class WorkerProcess:
     """A persistent benchmarks/worker.py process running one implementation."""
 
-    def __init__(self, label: str):
+    def __init__(self, label: str, env: dict | None = None):
         self.label = label
         self.log = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(
-            [sys.executable, os.path.join(BENCH_DIR, "worker.py")], cwd=REPO_ROOT,
+            [sys.executable, os.path.join(BENCH_DIR, "worker.py")], cwd=REPO_ROOT, env=env,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True)
 
     def request(self, timeout: float, **message) -> dict:
@@ -141,7 +141,15 @@ class WorkerProcess:
         self.log.close()
 
 
-def measure(name: str, spec: dict, config: dict, rounds: int) -> dict:
+def single_thread_env() -> dict:
+    """Worker environment for --single-thread: one intra-op thread in torch (OpenMP/MKL) and in XLA."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false").strip()
+    return env
+
+
+def measure(name: str, spec: dict, config: dict, rounds: int, metric: str = "wall",
+            env: dict | None = None) -> dict:
     """Set up every implementation in its own worker, then time them in interleaved rounds."""
     kind = spec["kind"]
     order = [spec["subject"], *spec["peers"]]
@@ -149,7 +157,7 @@ def measure(name: str, spec: dict, config: dict, rounds: int) -> dict:
     workers, info, errors = {}, {}, {}
     try:
         for impl in order:  # one setup at a time: compilation must not compete with anything
-            worker = WorkerProcess(f"{name}/{impl}")
+            worker = WorkerProcess(f"{name}/{impl}", env)
             try:
                 info[impl] = worker.request(SETUP_TIMEOUT, cmd="setup", target=spec["impls"][impl],
                                             config=config, kind=kind)
@@ -170,7 +178,8 @@ def measure(name: str, spec: dict, config: dict, rounds: int) -> dict:
             for impl, worker in list(workers.items()):
                 time.sleep(0.05)  # let the previous worker's spinning threads go idle
                 try:
-                    values = worker.request(RUN_TIMEOUT, cmd="run", n=reps[impl])["values"]
+                    reply = worker.request(RUN_TIMEOUT, cmd="run", n=reps[impl])
+                    values = reply["cpu"] if metric == "cpu" and kind == "time" else reply["values"]
                 except RuntimeError as error:
                     errors[impl] = str(error)
                     print(f"  {impl}: run failed\n{error}", file=sys.stderr)
@@ -252,8 +261,9 @@ def print_table(rows: list[dict]) -> None:
     name_width = max([len(row["name"]) for row in rows] + [4])
     peer_width = max([len(str(row["peer"])) for row in rows] + [4])
     subject_width = max([len(row["subject"]) for row in rows] + [7])
-    columns = [("name", f"<{name_width}"), ("config", "<34"), ("subject", f">{subject_width}"), ("value", ">11"),
-               ("peer", f"<{peer_width}"), ("value", ">11"), ("ratio", ">6"), ("GFLOP/s", ">8"), ("%gemm", ">6")]
+    columns = [("name", f"<{name_width}"), ("config", "<34"), ("subject", f">{subject_width}"),
+               ("value", ">11"), ("peer", f"<{peer_width}"), ("value", ">11"), ("ratio", ">6"),
+               ("GFLOP/s", ">8"), ("%gemm", ">6")]
     header = " ".join(format(title, spec) for title, spec in columns)
     print(header)
     print("-" * len(header))
@@ -300,6 +310,11 @@ def main(argv=None) -> int:
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     parser.add_argument("--no-gemm", action="store_true", help="skip the f32 GEMM peak measurement")
     parser.add_argument("--out", default=RESULTS, help="JSON results file (merged by benchmark name)")
+    parser.add_argument("--metric", choices=("wall", "cpu"), default="wall",
+                        help="time per step: wall clock (default) or the worker's CPU time, which a loaded "
+                             "machine inflates much less (best with --single-thread, where no thread spins)")
+    parser.add_argument("--single-thread", action="store_true",
+                        help="one intra-op thread per framework (OMP_NUM_THREADS=1, XLA: no Eigen threads)")
     args = parser.parse_args(argv)
     rounds = args.rounds or (3 if args.quick else 7)
     if rounds < 1:
@@ -319,23 +334,27 @@ def main(argv=None) -> int:
         names = [GEMM] + [name for name in names if name != GEMM]
 
     load_start = os.getloadavg()
-    print(f"load average {load_start}, {os.cpu_count()} CPUs, {rounds} rounds", file=sys.stderr)
+    print(f"load average {load_start}, {os.cpu_count()} CPUs, {rounds} rounds, {args.metric} time"
+          + (", single-threaded" if args.single_thread else ""), file=sys.stderr)
     rows, gemm_peaks = [], {}
     for name in names:
         spec = benchmarks[name]
         config = merge(spec["config"], spec.get("quick_config"), args.quick)
         print(f"{name} {short_config(config, 200)}", file=sys.stderr, flush=True)
         load_before = os.getloadavg()
-        measured = measure(name, spec, config, rounds)
+        measured = measure(name, spec, config, rounds, args.metric,
+                           single_thread_env() if args.single_thread else None)
         load = {"before": load_before, "after": os.getloadavg()}
         if name == GEMM:
             flops = spec["flops"](config) if callable(spec["flops"]) else spec["flops"]
             for result in measured["results"].values():
                 gemm_peaks[framework_of(result)] = flops / result["value"] / 1e9
-        rows += rows_for(name, spec, config, measured, gemm_peaks, load)
+        for row in rows_for(name, spec, config, measured, gemm_peaks, load):
+            rows.append({**row, "metric": args.metric, "single_thread": args.single_thread})
     print()
     print_table(rows)
-    print(f"\nload average (1, 5, 15 min): start {load_start}, end {os.getloadavg()}")
+    print(f"\n{args.metric} time{', single-threaded' if args.single_thread else ''}; "
+          f"load average (1, 5, 15 min): start {load_start}, end {os.getloadavg()}")
     write_results(rows, args.out)
     print(f"wrote {os.path.relpath(args.out)}")
     return 1 if any(row["errors"] for row in rows) else 0

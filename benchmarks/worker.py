@@ -9,8 +9,9 @@ protocol only; everything the implementation prints goes to stderr):
     {"cmd": "setup", "target": "bench_recurrent:setup_lstm", "config": {...}}
         -> {"ok": true, "setup_s": float, "first_s": float, "frameworks": [...], "threads": {...}}
     {"cmd": "run", "n": int}
-        -> {"ok": true, "values": [float] * n}   (seconds per call for kind "time"; the callable's own return
-                                                   value for kinds "memory" and "compile")
+        -> {"ok": true, "values": [float] * n,   (seconds per call for kind "time"; the callable's own return
+            "cpu": [float] * n}                    value for kinds "memory" and "compile"; cpu: process CPU
+                                                   seconds per call, kind "time" only)
     {"cmd": "exit"}
 A failure replies {"ok": false, "error": "<traceback>"} and the worker keeps serving (the runner decides).
 """
@@ -79,15 +80,16 @@ class Worker:
     def run(self, request: dict) -> dict:
         if self.step is None:
             raise RuntimeError("run before setup")
-        values = []
+        values, cpu = [], []
         for _ in range(int(request["n"])):
             if self.kind == "time":
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 self.step()
                 values.append(time.perf_counter() - start)
+                cpu.append(time.process_time() - start_cpu)
             else:
                 values.append(float(self.step()))
-        return {"values": values}
+        return {"values": values, "cpu": cpu}
 
 
 def main() -> None:

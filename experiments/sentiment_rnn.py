@@ -13,7 +13,8 @@ Result, AS MEASURED (2-core CPU shared with other jobs, load ~10; 2026-11-26):
     test accuracy 77.86% (1,057 sentences; val 77.67%): goal (>= 77%) met, by 0.9 points.
     Baselines on the same split: multinomial naive Bayes on binarised unigrams 78.33% test (78.81% val),
     slightly better than the BiLSTM; majority class 48.4%.
-    The same model with N(0, 1) embedding init, no word dropout and 1600 steps reached only 73.98% (10 min 40 s):
+    The same model with N(0, 1) embedding init, no word dropout and 1600 steps reached only 73.98%
+    (10 min 40 s):
     the small init (embed_init=0.1) mattered most. sentiment_embeddings_pca.png separates the positive and
     negative words along the first principal axis.
 """

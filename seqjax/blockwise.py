@@ -30,8 +30,8 @@ import numpy as np
 
 from seqjax import masks as masks_lib
 
-DEFAULT_Q_BLOCK = 256
-DEFAULT_KV_BLOCK = 256
+DEFAULT_Q_BLOCK = 256  # measured best on a 2-core AVX-512 CPU at T=512 (see benchmarks/bench_attention.py)
+DEFAULT_KV_BLOCK = 128
 BLOCK_BYTES = 1 << 20  # target size of one chunk's [c, N, q_block, kv_block] f32 scores (L2-cache sized)
 
 

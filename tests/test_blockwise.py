@@ -129,13 +129,15 @@ def test_fully_masked_rows_are_zero_without_nan():
     np.testing.assert_allclose(out, einsum_path(q, k, v), **TOL)
 
 
-@pytest.mark.parametrize("bias_shape", [(1, 4, 6, 7), (2, 1, 1, 7)])
-def test_bias_and_its_gradient(bias_shape):
+@pytest.mark.parametrize("bias_shape, batch_chunk", [((1, 4, 6, 7), None), ((1, 4, 6, 7), 1),
+                                                    ((2, 1, 1, 7), 1)])
+def test_bias_and_its_gradient(bias_shape, batch_chunk):
+    """Bias gradients summed over broadcast axes, also when the batch is processed in chunks."""
     q, k, v, cot = qkv(T=6, S=7, N=4, M=2)
     bias = jax.random.normal(jax.random.key(3), bias_shape)
     mask = jax.random.bernoulli(jax.random.key(4), 0.8, (2, 1, 6, 7))
     f = lambda q, k, v, b: blockwise.blockwise_attention(q, k, v, mask, b, causal=True, q_block=4,
-                                                         kv_block=3)
+                                                         kv_block=3, batch_chunk=batch_chunk)
     g = lambda q, k, v, b: reference(q, k, v, mask=mask, bias=b, causal=True)
     assert_same_value_and_grads(f, g, q, k, v, cot, extra=(bias,))
 
@@ -146,7 +148,7 @@ def test_dropout_matches_reference_with_the_same_keep_mask():
     q, k, v, cot = qkv(B=B, T=T, S=T, N=N, M=N, K=K)
     key = jax.random.key(7)
     cfg = blockwise._Config(T=T, S=T, bq=bq, bk=bk, causal=True, scale=1.0, dropout_rate=rate, unroll=1,
-                            free_pairs=(), masked_pairs=())
+                            batch_chunk=B, free_pairs=(), masked_pairs=())
     Tp, Sp = -(-T // bq) * bq, -(-T // bk) * bk
     keep = np.zeros((B, N, Tp, Sp), np.float32)
     draw = jax.jit(lambda i, j: blockwise._keep_scale(cfg, key, i, j, (B, N, 1, bq, bk)))  # [B, M, G, bq, bk]
@@ -254,3 +256,5 @@ def test_bad_inputs_raise_clear_errors():
         blockwise.blockwise_attention(q, k, v, q_block=0)
     with pytest.raises(ValueError, match="dropout_rate"):
         blockwise.blockwise_attention(q, k, v, dropout_rate=1.0)
+    with pytest.raises(ValueError, match="batch_chunk: expected a positive divisor of B = 2"):
+        blockwise.blockwise_attention(q, k, v, batch_chunk=3)
