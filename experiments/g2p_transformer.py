@@ -5,9 +5,14 @@ Same data, split (seed 0, 90/5/5 by word) and WER/PER evaluation as experiments/
 by the recurrent helper), with `config.model.family = "transformer"` ->
 seqjax.models.transformers.g2p_transformer and `config.eval.beam_size` beams at test time.
 
-Result, AS MEASURED (2-core CPU shared with other jobs):
-    python launch.py --config=experiments/g2p_transformer.py --workdir=/tmp/g2p_transformer
-    RESULT_PLACEHOLDER
+Result, AS MEASURED (2026-11-26, 2-core CPU shared with ~5 other jobs, load average 6-7):
+    timeout 1500 python launch.py --config=experiments/g2p_transformer.py --workdir=/tmp/f_g2p
+    1800 steps of batch 64 (1.1 epochs of 105,742 words), 2.3-4.5 steps/s, wall 952 s (15.9 min, of which
+    about 2.5 min is the beam-search decoding of val + test): test WER 51.9%, PER 13.95% with beam 4 (val
+    WER 50.8%, PER 13.7%; teacher-forced token accuracy 89.7%). Beside it, the RNN of g2p_rnn.py (6000 steps,
+    greedy, same split, same day): test WER 40.7%, PER 9.9%. Goal WER <= 30% MISSED by 22 points: the
+    15-minute budget on this machine covers about one epoch, far short of what a transformer needs here.
+Cross-attention alignments: python -m seqjax.viz --workdir=/tmp/f_g2p --input=phoenix --out=DIR
 """
 import ml_collections
 

@@ -250,6 +250,11 @@ class LayerStack(nnx.Module):
 
         if self.remat:
             body = jax.checkpoint(body)
+        else:
+            # Keep only matmul outputs as the scan's per-layer residuals: the elementwise intermediates (GELU,
+            # softmax, LayerNorm) are recomputed in the backward pass rather than stacked [L, ...] in memory,
+            # which made the scanned train step ~30% slower than an unrolled loop on CPU.
+            body = jax.checkpoint(body, policy=jax.checkpoint_policies.dots_saveable)
         x, (cache, weights) = jax.lax.scan(body, x, (state, keys, cache))
         return BlockOutput(x, cache, weights)
 
