@@ -18,11 +18,12 @@ def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
     return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
 
 
-def dropout_mask(key: jax.Array | None, rate: float, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array | None:
+def dropout_mask(key: jax.Array | None, rate: float, shape: tuple[int, ...],
+                 dtype=jnp.float32) -> jax.Array | None:
     """A scaled keep-mask of `shape` (values 0 or 1/(1-rate)), or None when dropout is off.
 
-    Variational (recurrent) dropout draws this once per sequence, shape [B, H], and multiplies the same mask into
-    every time step, as in Gal & Ghahramani (2016).
+    Variational (recurrent) dropout draws this once per sequence, shape [B, H], and multiplies the same mask
+    into every time step, as in Gal & Ghahramani (2016).
     """
     if not 0.0 <= rate < 1.0:
         raise ValueError(f"dropout rate must be in [0, 1), got {rate}")

@@ -13,7 +13,7 @@ def _weighted_mean(values: jax.Array, where: jax.Array | None) -> jax.Array:
 
 
 def softmax_cross_entropy(logits: jax.Array, labels: jax.Array, where: jax.Array | None = None) -> jax.Array:
-    """Mean cross-entropy of integer `labels` [...] under `logits` [..., V], over positions where `where` is True."""
+    """Mean cross-entropy of integer `labels` [...] under `logits` [..., V], over positions where `where`."""
     logits = logits.astype(jnp.float32)
     logz = jax.nn.logsumexp(logits, axis=-1)
     picked = jnp.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
