@@ -60,12 +60,13 @@ def _seqjax(kind, fused, config):
 
     cell = cells.Cell(kind)
     unroll = config.get("unroll")
-    if fused:
+    options = {k: config.get(k) for k in ("backward_unroll", "backward_chunks") if config.get(k)}
+    if fused and options:  # kernel-only knobs: call the fused layer directly
         layer = rnn_kernels.lstm_layer if kind == "lstm" else rnn_kernels.gru_layer
-        options = {k: config.get(k) for k in ("backward_unroll", "backward_chunks") if config.get(k)}
         apply = lambda p, x: layer(p, x, unroll=unroll, **options)[0]
-    else:
-        apply = lambda p, x: scan.unroll(cell, p, x, unroll=unroll or 1)[0]
+    else:  # the public path: scan.unroll, as layers.LSTM / layers.GRU call it
+        implementation = "fused" if fused else "scan"
+        apply = lambda p, x: scan.unroll(cell, p, x, unroll=unroll or 1, implementation=implementation)[0]
     init = lambda key: cell.init(key, config["D"], config["H"])
     return _jax_setup(init, apply, config)
 

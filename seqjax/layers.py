@@ -37,20 +37,27 @@ class ParamTuple(nnx.Module):
 
 class RecurrentLayer(nnx.Module):
     """One recurrent layer: `__call__(xs [B, T, D], *, lengths, mask, initial_state, key) -> (ys [B, T, H],
-    final_state)`. `recurrent_dropout` (one [B, H] mask on h_{t-1}, reused at every step) applies iff key."""
+    final_state)`. `recurrent_dropout` (one [B, H] mask on h_{t-1}, reused at every step) applies iff key.
+    `implementation` ("auto" | "fused" | "scan") is passed to `scan.unroll`."""
 
     def __init__(self, cell: Cell, in_features: int, hidden_size: int, *, recurrent_dropout: float = 0.0,
-                 unroll: int = 1, remat: bool = False, param_dtype=jnp.float32, rngs: nnx.Rngs):
+                 unroll: int = 1, remat: bool = False, implementation: str = "auto", param_dtype=jnp.float32,
+                 rngs: nnx.Rngs):
+        if implementation not in scan.IMPLEMENTATIONS:
+            raise ValueError(f"implementation: expected one of {scan.IMPLEMENTATIONS}, "
+                             f"got {implementation!r}")
         self.cell = cell
         self.in_features, self.hidden_size = in_features, hidden_size
         self.recurrent_dropout, self.unroll, self.remat = recurrent_dropout, unroll, remat
+        self.implementation = implementation
         self.params = ParamTuple(cell.init(rngs.params(), in_features, hidden_size, param_dtype))
 
     def __call__(self, xs, *, lengths=None, mask=None, initial_state=None, reverse: bool = False,
                  key: jax.Array | None = None):
         return scan.unroll(self.cell, self.params.get(), xs, lengths=lengths, mask=mask,
                            initial_state=initial_state, reverse=reverse, unroll=self.unroll, remat=self.remat,
-                           recurrent_dropout=self.recurrent_dropout, key=key)
+                           recurrent_dropout=self.recurrent_dropout, key=key,
+                           implementation=self.implementation)
 
 
 class SimpleRNN(RecurrentLayer):
@@ -98,7 +105,8 @@ class Bidirectional(nnx.Module):
         f = self.forward
         return scan.bidirectional(f.cell, self.bidirectional_params(), xs, lengths=lengths, mask=mask,
                                   initial_state=initial_state, merge=self.merge, unroll=f.unroll,
-                                  remat=f.remat, recurrent_dropout=f.recurrent_dropout, key=key)
+                                  remat=f.remat, recurrent_dropout=f.recurrent_dropout, key=key,
+                                  implementation=f.implementation)
 
 
 class RNN(nnx.Module):
@@ -112,7 +120,8 @@ class RNN(nnx.Module):
     def __init__(self, in_features: int, hidden_size: int, *, cell: str = "lstm", num_layers: int = 1,
                  bidirectional: bool = False, merge: str = "concat", dropout: float = 0.0,
                  recurrent_dropout: float = 0.0, variant: str = "pytorch", activation: str = "tanh",
-                 dtype=None, unroll: int = 1, remat: bool = False, param_dtype=jnp.float32, rngs: nnx.Rngs):
+                 dtype=None, unroll: int = 1, remat: bool = False, implementation: str = "auto",
+                 param_dtype=jnp.float32, rngs: nnx.Rngs):
         if num_layers < 1:
             raise ValueError(f"num_layers: expected >= 1, got {num_layers}")
         if not 0.0 <= dropout < 1.0:
@@ -120,8 +129,10 @@ class RNN(nnx.Module):
         self.cell = Cell(cell, activation=activation, variant=variant, dtype=dtype)
         self.dropout, self.merge = dropout, merge
         self.unroll, self.remat, self.recurrent_dropout = unroll, remat, recurrent_dropout
+        self.implementation = implementation
         make = lambda d: RecurrentLayer(self.cell, d, hidden_size, recurrent_dropout=recurrent_dropout,
-                                        unroll=unroll, remat=remat, param_dtype=param_dtype, rngs=rngs)
+                                        unroll=unroll, remat=remat, implementation=implementation,
+                                        param_dtype=param_dtype, rngs=rngs)
         layers, width = [], in_features
         for _ in range(num_layers):
             layer = Bidirectional(make(width), make(width), merge=merge) if bidirectional else make(width)
@@ -136,7 +147,7 @@ class RNN(nnx.Module):
         return scan.stack(self.cell, params, xs, lengths=lengths, mask=mask, initial_states=initial_states,
                           merge=self.merge, dropout_rate=self.dropout,
                           recurrent_dropout=self.recurrent_dropout, key=key, unroll=self.unroll,
-                          remat=self.remat)
+                          remat=self.remat, implementation=self.implementation)
 
 
 class Embedding(nnx.Module):

@@ -136,3 +136,20 @@ def check_attention_mask(mask, B: int, N: int, T: int, S: int, name: str = "mask
     if len(shape) != 4 or any(d not in (1, f) for d, f in zip(shape, full, strict=True)):
         raise ValueError(f"{name}: expected a rank-4 array broadcastable to [B, N, T, S] = {list(full)}, "
                          f"got shape {shape}")
+
+
+def step_mask(xs, lengths=None, mask=None):
+    """Validate the padding description of a batch xs [B, T, ...]: bool[B, T] (True = valid), or None.
+
+    Recurrent layers take either per-sequence `lengths` int[B] or a `mask` bool[B, T], never both.
+    """
+    if lengths is not None and mask is not None:
+        raise ValueError("give either lengths or mask, not both")
+    B, T = np.shape(xs)[:2]
+    if lengths is not None:
+        check_lengths(lengths, B, T)
+        return lengths_to_mask(jnp.asarray(lengths), T)
+    if mask is not None:
+        check_mask(mask, B, T)
+        return jnp.asarray(mask, bool)
+    return None

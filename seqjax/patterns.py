@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from seqjax.cells import Cell
-from seqjax.masks import check_lengths, lengths_to_mask
-from seqjax.scan import padding_mask, unroll
+from seqjax.masks import check_lengths, lengths_to_mask, step_mask
+from seqjax.scan import unroll
 
 POOLS = ("last", "mean", "max")
 ATTENTIONS = (None, "dot", "general", "bahdanau")
@@ -35,7 +35,7 @@ def last_valid(ys: jax.Array, *, lengths=None, mask=None) -> jax.Array:
 
     With a mask the last True position is used, so it also works for masks that are not a prefix.
     """
-    keep = padding_mask(ys, lengths, mask)
+    keep = step_mask(ys, lengths, mask)
     if keep is None:
         return ys[:, -1]
     T = ys.shape[1]
@@ -64,7 +64,7 @@ def pool(ys: jax.Array, *, lengths=None, mask=None, method: str = "last") -> jax
         raise ValueError(f"method: expected one of {POOLS}, got {method!r}")
     if method == "last":
         return last_valid(ys, lengths=lengths, mask=mask)
-    keep = padding_mask(ys, lengths, mask)
+    keep = step_mask(ys, lengths, mask)
     if keep is None:
         keep = jnp.ones(ys.shape[:2], bool)
     return masked_mean(ys, keep) if method == "mean" else masked_max(ys, keep)
@@ -81,7 +81,7 @@ def many_to_many(cell: Cell, params, xs: jax.Array, *, lengths=None, mask=None,
                  **unroll_kwargs) -> tuple[jax.Array, jax.Array]:
     """Per-step outputs ys [B, T, H] (zero at padding) and the validity mask bool[B, T] for a masked loss."""
     ys, _ = unroll(cell, params, xs, lengths=lengths, mask=mask, **unroll_kwargs)
-    keep = padding_mask(xs, lengths, mask)
+    keep = step_mask(xs, lengths, mask)
     return ys, (jnp.ones(xs.shape[:2], bool) if keep is None else keep)
 
 

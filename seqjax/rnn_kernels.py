@@ -27,7 +27,7 @@ import numpy as np
 
 from seqjax.cells import Cell, GRUParams, HiddenState, LSTMParams, LSTMState
 from seqjax.dropout import dropout_mask
-from seqjax.scan import padding_mask
+from seqjax.masks import step_mask
 
 # Default lax.scan unroll factors of the forward and backward scans: on CPU, unroll 2 and 4 were no faster
 # (B=32, T=128, H=256), since XLA still runs each step's dot and fusions as separate kernels.
@@ -67,7 +67,7 @@ def _check_inputs(name: str, params, params_type, gates: int, xs, state, state_t
 
 def _prepare(xs, lengths, mask, recurrent_dropout, key, B, H, dtype):
     """Time-major mask bool[T, B, 1] (or None) and the variational dropout mask [B, H] (or None)."""
-    keep = padding_mask(xs, lengths, mask)
+    keep = step_mask(xs, lengths, mask)
     keep = None if keep is None else keep.T[:, :, None]  # [T, B, 1]
     rmask = dropout_mask(key, recurrent_dropout, (B, H), dtype)
     return keep, rmask

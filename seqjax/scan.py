@@ -23,9 +23,11 @@ import numpy as np
 
 from seqjax.cells import Cell
 from seqjax.dropout import dropout, dropout_mask
-from seqjax.masks import check_lengths, check_mask, lengths_to_mask
+from seqjax.masks import step_mask
+from seqjax.rnn_kernels import fused_layer
 
 MERGES = ("concat", "sum", "mean")
+IMPLEMENTATIONS = ("auto", "fused", "scan")
 
 
 class BidirectionalParams(NamedTuple):
@@ -36,20 +38,6 @@ class BidirectionalParams(NamedTuple):
 class BidirectionalState(NamedTuple):
     forward: Any  # state after each sequence's last valid step
     backward: Any  # state after step 0 of the reverse pass
-
-
-def padding_mask(xs: jax.Array, lengths=None, mask=None) -> jax.Array | None:
-    """Validate the padding description of xs [B, T, ...] and return bool[B, T], or None for no padding."""
-    if lengths is not None and mask is not None:
-        raise ValueError("give either lengths or mask, not both")
-    B, T = xs.shape[:2]
-    if lengths is not None:
-        check_lengths(lengths, B, T)
-        return lengths_to_mask(jnp.asarray(lengths), T)
-    if mask is not None:
-        check_mask(mask, B, T)
-        return jnp.asarray(mask, bool)
-    return None
 
 
 def _check_xs(xs, name="xs"):
@@ -86,7 +74,7 @@ def _masked_step(step: Callable, keep_mask: bool):
 
 def unroll(cell: Cell | Callable, params, xs: jax.Array, *, lengths=None, mask=None, initial_state=None,
            reverse: bool = False, unroll: int = 1, remat: bool = False, recurrent_dropout: float = 0.0,
-           key: jax.Array | None = None) -> tuple[jax.Array, Any]:
+           key: jax.Array | None = None, implementation: str = "auto") -> tuple[jax.Array, Any]:
     """Run a cell over xs [B, T, D] -> (ys [B, T, H], final_state), skipping padded steps.
 
     The scan replaces this Python loop (time-major inside, batch-major outside):
@@ -104,10 +92,21 @@ def unroll(cell: Cell | Callable, params, xs: jax.Array, *, lengths=None, mask=N
     draws ONE mask [B, H] (Gal & Ghahramani, 2016) multiplied into h_{t-1} where it enters the recurrent
     matmul, the same mask at every step; key=None means no dropout. `unroll` is lax.scan's unroll factor;
     `remat=True` recomputes each step in the backward pass (`jax.checkpoint`) instead of storing it.
+
+    `implementation`: "scan" is the loop above, differentiated by JAX step by step; "fused" runs the same
+    computation through `rnn_kernels` (LSTM and the PyTorch-variant GRU in the parameters' dtype), whose
+    custom backward forms the weight gradients with one large matmul after the reverse scan instead of one
+    small matmul per step; "auto" (default) takes "fused" where it exists and `remat` is off, else "scan".
     """
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"implementation: expected one of {IMPLEMENTATIONS}, got {implementation!r}")
+    fused = None if implementation == "scan" or remat else fused_layer(cell)
+    if implementation == "fused" and fused is None:
+        raise ValueError(f"implementation='fused': no fused kernel for {cell!r} with remat={remat}; "
+                         f"use 'scan' or 'auto'")
     _check_xs(xs)
     B, T, D = xs.shape
-    keep = padding_mask(xs, lengths, mask)
+    keep = step_mask(xs, lengths, mask)
     if isinstance(cell, Cell):
         cell._check_params(params)
         if cell.input_size(params) != D:
@@ -115,6 +114,9 @@ def unroll(cell: Cell | Callable, params, xs: jax.Array, *, lengths=None, mask=N
                              f"size), got xs shape {tuple(xs.shape)}")
         state = cell.zero_state(params, B) if initial_state is None else initial_state
         _check_state(cell, params, state, B)
+        if fused is not None:
+            return fused(params, xs, mask=keep, initial_state=state, reverse=reverse,
+                         recurrent_dropout=recurrent_dropout, key=key, unroll=unroll)
         rmask = dropout_mask(key, recurrent_dropout, (B, cell.hidden_size(params)))
         inputs = cell.input_projection(params, xs)  # [B, T, G*H]
 
@@ -154,8 +156,8 @@ def merge_directions(fwd: jax.Array, bwd: jax.Array, merge: str) -> jax.Array:
 
 def bidirectional(cell: Cell, params: BidirectionalParams, xs: jax.Array, *, lengths=None, mask=None,
                   initial_state: BidirectionalState | None = None, merge: str = "concat", unroll: int = 1,
-                  remat: bool = False, recurrent_dropout: float = 0.0,
-                  key: jax.Array | None = None) -> tuple[jax.Array, BidirectionalState]:
+                  remat: bool = False, recurrent_dropout: float = 0.0, key: jax.Array | None = None,
+                  implementation: str = "auto") -> tuple[jax.Array, BidirectionalState]:
     """A forward and a backward pass over each sequence's valid steps, merged per step.
 
     Equivalent to:
@@ -171,7 +173,8 @@ def bidirectional(cell: Cell, params: BidirectionalParams, xs: jax.Array, *, len
                          f"got {type(params).__name__}")
     init_f, init_b = (None, None) if initial_state is None else initial_state
     k_f, k_b = (None, None) if key is None else jax.random.split(key)
-    common = dict(lengths=lengths, mask=mask, unroll=unroll, remat=remat, recurrent_dropout=recurrent_dropout)
+    common = dict(lengths=lengths, mask=mask, unroll=unroll, remat=remat, recurrent_dropout=recurrent_dropout,
+                  implementation=implementation)
     ys_f, s_f = _unroll(cell, params.forward, xs, initial_state=init_f, key=k_f, **common)
     ys_b, s_b = _unroll(cell, params.backward, xs, initial_state=init_b, key=k_b, reverse=True, **common)
     return merge_directions(ys_f, ys_b, merge), BidirectionalState(s_f, s_b)
@@ -200,7 +203,7 @@ def init_stack(key: jax.Array, cell: Cell, D: int, H: int, num_layers: int, *, b
 def stack(cell: Cell, layers: Sequence, xs: jax.Array, *, lengths=None, mask=None,
           initial_states: Sequence | None = None, merge: str = "concat", dropout_rate: float = 0.0,
           recurrent_dropout: float = 0.0, key: jax.Array | None = None, unroll: int = 1,
-          remat: bool = False) -> tuple[jax.Array, tuple]:
+          remat: bool = False, implementation: str = "auto") -> tuple[jax.Array, tuple]:
     """Several recurrent layers, each unidirectional (cell params) or bidirectional (BidirectionalParams).
 
         for l, params in enumerate(layers):
@@ -215,13 +218,13 @@ def stack(cell: Cell, layers: Sequence, xs: jax.Array, *, lengths=None, mask=Non
         raise ValueError("layers: expected at least one layer")
     if initial_states is not None and len(initial_states) != len(layers):
         raise ValueError(f"initial_states: expected one per layer ({len(layers)}), got {len(initial_states)}")
-    keep = padding_mask(xs, lengths, mask)  # validate once; every layer reuses the mask
+    keep = step_mask(xs, lengths, mask)  # validate once; every layer reuses the mask
     finals = []
     for l, params in enumerate(layers):
         k_drop, k_rec = (None, None) if key is None else jax.random.split(jax.random.fold_in(key, l))
         init = None if initial_states is None else initial_states[l]
         common = dict(mask=keep, initial_state=init, unroll=unroll, remat=remat,
-                      recurrent_dropout=recurrent_dropout, key=k_rec)
+                      recurrent_dropout=recurrent_dropout, key=k_rec, implementation=implementation)
         if isinstance(params, BidirectionalParams):
             xs, final = bidirectional(cell, params, xs, merge=merge, **common)
         else:

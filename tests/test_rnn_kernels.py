@@ -36,7 +36,8 @@ def _both(kind, params, xs, state, **kwargs):
     """((value, (ys, final)), grads wrt params, xs, initial state) for the fused layer and the reference."""
     cell = cells.Cell(kind)
     layers = {"fused": lambda p, x, s: LAYERS[kind](p, x, initial_state=s, **kwargs),
-              "reference": lambda p, x, s: scan.unroll(cell, p, x, initial_state=s, **kwargs)}
+              "reference": lambda p, x, s: scan.unroll(cell, p, x, initial_state=s, implementation="scan",
+                                                             **kwargs)}
     results = []
     for layer in layers.values():
         def f(p, x, s, layer=layer):

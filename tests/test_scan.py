@@ -217,7 +217,8 @@ def test_final_state_is_carried_not_stacked():
     final state does not grow with T."""
     cell = Cell("lstm")
     params, xs = setup(cell)
-    jaxpr = jax.make_jaxpr(lambda p, x: scan.unroll(cell, p, x, lengths=LENGTHS))(params, xs)
+    jaxpr = jax.make_jaxpr(lambda p, x: scan.unroll(cell, p, x, lengths=LENGTHS, implementation="scan"))(
+        params, xs)
     scans = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "scan"]
     assert len(scans) == 1
     num_carry = scans[0].params["num_carry"]
