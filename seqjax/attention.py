@@ -18,6 +18,8 @@ import jax.numpy as jnp
 from seqjax import masks as masks_lib
 from seqjax.dropout import dropout as _dropout
 
+# Score-matrix size from which implementation=None takes the blockwise path.
+BLOCKWISE_MIN_SCORES = 128 * 128
 IMPLEMENTATIONS = (None, "xla", "blockwise", "jax")
 
 
@@ -52,9 +54,11 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
         equivalent to ANDing `masks.causal_mask(T, S)` into `mask`, and cheaper on the blockwise path.
       dropout_rate, key: dropout on the attention weights, active iff `key` is given.
       return_weights: also return the weights [B, N, T, S] (after masking, before dropout).
-      implementation: None/"xla" = einsum path (materialises only the [B, N, T, S] scores);
-        "blockwise" = seqjax.blockwise.blockwise_attention (memory-linear);
-        "jax" = jax.nn.dot_product_attention (no dropout, no weights).
+      implementation: "xla" = einsum path (materialises the [B, N, T, S] scores);
+        "blockwise" = seqjax.blockwise.blockwise_attention (memory-linear, skips future blocks when causal);
+        "jax" = jax.nn.dot_product_attention (no dropout, no weights);
+        None = "blockwise" when T * S >= BLOCKWISE_MIN_SCORES and no weights are asked for, else "xla"
+        (blockwise was the faster of the two on CPU from T = S = 128 up: benchmarks/bench_attention.py).
     Returns:
       out [B, T, N, Kv] in q's dtype, or (out, weights) when return_weights.
     """
@@ -68,6 +72,8 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
     if not 0.0 <= dropout_rate < 1.0:
         raise ValueError(f"dropout_rate: must be in [0, 1), got {dropout_rate}")
 
+    if implementation is None:
+        implementation = "blockwise" if T * S >= BLOCKWISE_MIN_SCORES and not return_weights else "xla"
     if implementation == "blockwise":
         if return_weights:
             raise ValueError("return_weights: not available with implementation='blockwise'")

@@ -16,7 +16,8 @@ from flax import nnx
 from seqjax import patterns, scan
 from seqjax.cells import Cell
 from seqjax.dropout import dropout
-from seqjax.patterns import Seq2SeqSpec, check_token_ids
+from seqjax.masks import check_token_ids
+from seqjax.patterns import Seq2SeqSpec
 
 
 class ParamTuple(nnx.Module):
@@ -154,19 +155,22 @@ class Embedding(nnx.Module):
     """Token ids int[...] -> vectors [..., E]; ids are checked to lie in [0, V) when concrete (JAX would clamp
     them silently). `attend(x [..., E]) -> [..., V]` is the tied output projection x @ embedding^T."""
 
-    def __init__(self, num_embeddings: int, features: int, *, param_dtype=jnp.float32, rngs: nnx.Rngs):
+    def __init__(self, num_embeddings: int, features: int, *, init_scale: float | None = None,
+                 param_dtype=jnp.float32, rngs: nnx.Rngs):
+        """Entries start N(0, init_scale^2); the default init_scale is 1/sqrt(features)."""
         self.num_embeddings, self.features = num_embeddings, features
-        init = jax.random.normal(rngs.params(), (num_embeddings, features), param_dtype) / np.sqrt(features)
-        self.embedding = nnx.Param(init)
+        scale = 1.0 / np.sqrt(features) if init_scale is None else init_scale
+        init = scale * jax.random.normal(rngs.params(), (num_embeddings, features), param_dtype)
+        self.table = nnx.Param(init)  # [V, E]
 
     def __call__(self, ids: jax.Array) -> jax.Array:
-        check_token_ids(ids, self.num_embeddings, "ids")
-        return jnp.take(self.embedding[...], ids, axis=0)
+        check_token_ids(ids, self.num_embeddings, "tokens")
+        return jnp.take(self.table[...], ids, axis=0)
 
     def attend(self, x: jax.Array) -> jax.Array:
         if x.shape[-1] != self.features:
             raise ValueError(f"x: expected last axis E = {self.features}, got shape {tuple(x.shape)}")
-        return jnp.einsum("...e,ve->...v", x, self.embedding[...])
+        return jnp.einsum("...e,ve->...v", x, self.table[...])
 
 
 class Dense(nnx.Module):

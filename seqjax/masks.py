@@ -153,3 +153,16 @@ def step_mask(xs, lengths=None, mask=None):
         check_mask(mask, B, T)
         return jnp.asarray(mask, bool)
     return None
+
+
+def check_token_ids(ids, V: int, name: str = "tokens") -> None:
+    """Token ids must be integers in [0, V): the dtype at trace time, the values when the array is concrete,
+    since `jnp.take` clamps out-of-range ids silently inside jit."""
+    dtype = ids.dtype if isinstance(ids, jax.core.Tracer) else jnp.asarray(ids).dtype
+    if not jnp.issubdtype(dtype, jnp.integer):
+        raise ValueError(f"{name}: expected integer token ids, got dtype {dtype}")
+    if not isinstance(ids, jax.core.Tracer):
+        values = np.asarray(ids)
+        if values.size and (values.min() < 0 or values.max() >= V):
+            raise ValueError(f"{name}: token ids must lie in [0, V) = [0, {V}), got min {values.min()}, "
+                             f"max {values.max()}")

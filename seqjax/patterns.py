@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from seqjax.cells import Cell
-from seqjax.masks import check_lengths, lengths_to_mask, step_mask
+from seqjax.masks import check_lengths, check_token_ids, lengths_to_mask, step_mask
 from seqjax.scan import unroll
 
 POOLS = ("last", "mean", "max")
@@ -240,17 +240,6 @@ def init_seq2seq(key: jax.Array, spec: Seq2SeqSpec, src_vocab: int, tgt_vocab: i
         encoder=spec.cell.init(k_enc, E, H, dtype), decoder=spec.cell.init(k_dec, dec_in, H, dtype),
         attention=attention, w_c=w_c, w_out=normal(k_out, (out_in, tgt_vocab), out_in),
         b_out=jnp.zeros((tgt_vocab,), dtype))
-
-
-def check_token_ids(ids, V: int, name: str) -> None:
-    """Token ids must lie in [0, V): checked when concrete, since jnp.take clamps them silently in jit."""
-    if not jnp.issubdtype(jnp.asarray(ids).dtype, jnp.integer):
-        raise ValueError(f"{name}: expected integer token ids, got dtype {jnp.asarray(ids).dtype}")
-    if not isinstance(ids, jax.core.Tracer):
-        values = np.asarray(ids)
-        if values.size and (values.min() < 0 or values.max() >= V):
-            raise ValueError(f"{name}: token ids must lie in [0, V) = [0, {V}), got min {values.min()}, "
-                             f"max {values.max()}")
 
 
 def encode(spec: Seq2SeqSpec, params: Seq2SeqParams, src: jax.Array, src_lengths: jax.Array) -> Encoded:

@@ -26,22 +26,12 @@ from seqjax import attention as attn_lib
 from seqjax import decoding, positional
 from seqjax import masks as masks_lib
 from seqjax.dropout import dropout
+from seqjax.layers import Embedding
+from seqjax.masks import check_token_ids
 
 
 def _keys(key: jax.Array | None, n: int) -> list[jax.Array | None]:
     return [None] * n if key is None else list(jax.random.split(key, n))
-
-
-def check_token_ids(tokens, vocab_size: int, name: str = "tokens") -> None:
-    """Integer dtype at trace time; every id in [0, V) when the array is concrete (jit would clamp it)."""
-    dtype = jnp.asarray(tokens).dtype if not isinstance(tokens, jax.core.Tracer) else tokens.dtype
-    if not jnp.issubdtype(dtype, jnp.integer):
-        raise ValueError(f"{name}: expected integer token ids, got dtype {dtype}")
-    if not isinstance(tokens, jax.core.Tracer):
-        ids = np.asarray(tokens)
-        if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
-            raise ValueError(f"{name}: token ids must lie in [0, V) = [0, {vocab_size}), "
-                             f"got min {ids.min()}, max {ids.max()}")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -264,23 +254,6 @@ class LayerStack(nnx.Module):
 # ---------------------------------------------------------------------------------------------------------
 
 
-class TokenEmbedding(nnx.Module):
-    """Token table [V, D] ~ N(0, 0.02^2); `attend` gives tied output logits h @ table^T."""
-
-    def __init__(self, vocab_size: int, d_model: int, *, rngs: nnx.Rngs):
-        self.vocab_size = vocab_size
-        self.table = nnx.Param(0.02 * jax.random.normal(rngs.params(), (vocab_size, d_model)))
-
-    def __call__(self, tokens: jax.Array) -> jax.Array:
-        """tokens int[B, T] -> [B, T, D]; out-of-range ids raise when tokens are concrete."""
-        check_token_ids(tokens, self.vocab_size)
-        return jnp.take(self.table[...], tokens, axis=0)
-
-    def attend(self, h: jax.Array) -> jax.Array:
-        """h [B, T, D] -> logits [B, T, V]."""
-        return jnp.einsum("btd,vd->btv", h, self.table[...])
-
-
 class PositionEmbedding(nnx.Module):
     """Additive positions: a learned [T_max, D] table or the fixed sinusoidal one; 'rope' adds nothing."""
 
@@ -359,7 +332,7 @@ class Encoder(nnx.Module):
                  max_len: int, *, positions: str = "learned", num_kv_heads: int | None = None,
                  dropout_rate: float = 0.0, attention_dropout_rate: float = 0.0, pre_ln: bool = True,
                  remat: bool = False, rngs: nnx.Rngs):
-        self.embed = TokenEmbedding(vocab_size, d_model, rngs=rngs)
+        self.embed = Embedding(vocab_size, d_model, init_scale=0.02, rngs=rngs)
         self.pos = PositionEmbedding(positions, max_len, d_model, rngs=rngs)
         self.stack = EncoderStack(d_model, num_heads, num_layers, mlp_dim, num_kv_heads=num_kv_heads,
                                   dropout_rate=dropout_rate, attention_dropout_rate=attention_dropout_rate,
@@ -434,7 +407,7 @@ class DecoderOnly(nnx.Module):
                  attention_dropout_rate: float = 0.0,
                  pre_ln: bool = True, remat: bool = False, rngs: nnx.Rngs):
         self.vocab_size, self.max_len = vocab_size, max_len
-        self.embed = TokenEmbedding(vocab_size, d_model, rngs=rngs)
+        self.embed = Embedding(vocab_size, d_model, init_scale=0.02, rngs=rngs)
         self.pos = PositionEmbedding(positions, max_len, d_model, rngs=rngs)
         kw = _block_kwargs(num_kv_heads, dropout_rate, attention_dropout_rate, pre_ln, positions == "rope")
         self.layers = LayerStack(lambda r: DecoderBlock(d_model, num_heads, mlp_dim, rngs=r, **kw),
@@ -515,7 +488,7 @@ class EncoderDecoder(nnx.Module):
                                attention_dropout_rate=attention_dropout_rate, pre_ln=pre_ln, remat=remat,
                                rngs=rngs)
         self.tgt_vocab_size, self.max_tgt_len = tgt_vocab_size, max_tgt_len
-        self.embed = TokenEmbedding(tgt_vocab_size, d_model, rngs=rngs)
+        self.embed = Embedding(tgt_vocab_size, d_model, init_scale=0.02, rngs=rngs)
         self.pos = PositionEmbedding(positions, max_tgt_len, d_model, rngs=rngs)
         kw = _block_kwargs(num_kv_heads, dropout_rate, attention_dropout_rate, pre_ln, positions == "rope")
         self.layers = LayerStack(
@@ -591,7 +564,7 @@ class EncoderDecoder(nnx.Module):
                  top_p: float | None = None):
         """Translate src int[B, S]. beam_size=1: greedy/sampled tokens int[B, 1 + max_new] (BOS first);
         beam_size>1: (sequences int[B, W, 1 + max_new], scores float32[B, W]) best first."""
-        check_token_ids(src, self.encoder.embed.vocab_size, "src")
+        check_token_ids(src, self.encoder.embed.num_embeddings, "src")
         positional.check_length(max_new_tokens, self.max_tgt_len, "max_new_tokens")
         if src_lengths is not None:
             masks_lib.check_lengths(src_lengths, *src.shape, "src_lengths")

@@ -91,14 +91,15 @@ def test_module_trains_under_nnx_jit_and_split_merge():
 def test_embedding_validates_ids_and_ties_output():
     emb = layers.Embedding(7, 4, rngs=nnx.Rngs(0))
     ids = jnp.asarray([[0, 6, 3]])
-    np.testing.assert_array_equal(emb(ids), np.asarray(emb.embedding[...])[np.asarray(ids)])
+    np.testing.assert_array_equal(emb(ids), np.asarray(emb.table[...])[np.asarray(ids)])
     x = jax.random.normal(jax.random.key(0), (2, 4))
-    np.testing.assert_allclose(emb.attend(x), np.asarray(x) @ np.asarray(emb.embedding[...]).T, **TOL)
-    with pytest.raises(ValueError, match=r"ids: token ids must lie in \[0, V\) = \[0, 7\), got min 0, max 7"):
+    np.testing.assert_allclose(emb.attend(x), np.asarray(x) @ np.asarray(emb.table[...]).T, **TOL)
+    out_of_range = r"tokens: token ids must lie in \[0, V\) = \[0, 7\), got min 0, max 7"
+    with pytest.raises(ValueError, match=out_of_range):
         emb(jnp.asarray([[0, 7]]))
-    with pytest.raises(ValueError, match="ids: token ids must lie in"):
+    with pytest.raises(ValueError, match="tokens: token ids must lie in"):
         emb(jnp.asarray([-1]))
-    with pytest.raises(ValueError, match="ids: expected integer token ids"):
+    with pytest.raises(ValueError, match="tokens: expected integer token ids"):
         emb(jnp.asarray([1.0]))
     with pytest.raises(ValueError, match=r"x: expected last axis E = 4"):
         emb.attend(jnp.ones((2, 5)))

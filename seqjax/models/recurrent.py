@@ -21,6 +21,7 @@ from flax import nnx
 
 from seqjax import decoding, dropout, masks, patterns, scan
 from seqjax.cells import Cell, LSTMState
+from seqjax.layers import RNN, Embedding
 
 
 def _wrap(tree: Any) -> Any:
@@ -36,39 +37,6 @@ def _keys(key: jax.Array | None, n: int) -> list:
     return [None] * n if key is None else list(jax.random.split(key, n))
 
 
-class TokenEmbedding(nnx.Module):
-    """A [V, E] table, N(0, init_scale^2) init; ids are checked to lie in [0, V) when concrete (jnp.take would
-    clamp them silently)."""
-
-    def __init__(self, V: int, E: int, *, init_scale: float = 1.0, rngs: nnx.Rngs):
-        self.table = nnx.Param(init_scale * jax.random.normal(rngs.params(), (V, E), jnp.float32))
-
-    def __call__(self, ids: jax.Array) -> jax.Array:
-        patterns.check_token_ids(ids, self.table.shape[0], "tokens")
-        return jnp.take(self.table[...], ids, axis=0)  # [B, T, E]
-
-
-class RecurrentStack(nnx.Module):
-    """`seqjax.scan.stack` as a module: `(xs [B, T, D], lengths [B] | None, key) -> (ys [B, T, H'], finals)`.
-
-    H' = 2H when bidirectional (directions concatenated). Dropout between layers and recurrent (variational)
-    dropout as in scan.stack.
-    """
-
-    def __init__(self, D: int, H: int, *, cell: str = "lstm", num_layers: int = 1,
-                 bidirectional: bool = False,
-                 dropout: float = 0.0, recurrent_dropout: float = 0.0, rngs: nnx.Rngs):
-        self.cell = Cell(cell)
-        self.dropout, self.recurrent_dropout = float(dropout), float(recurrent_dropout)
-        self.out_features = 2 * H if bidirectional else H
-        self.layers = _wrap(scan.init_stack(rngs.params(), self.cell, D, H, num_layers,
-                                            bidirectional=bidirectional))
-
-    def __call__(self, xs: jax.Array, lengths: jax.Array | None = None, *, key: jax.Array | None = None):
-        return scan.stack(self.cell, _unwrap(self.layers), xs, lengths=lengths, dropout_rate=self.dropout,
-                          recurrent_dropout=self.recurrent_dropout, key=key)
-
-
 # ------------------------------------------------------------------------------------------------ forecasting
 
 
@@ -82,8 +50,7 @@ class Forecaster(nnx.Module):
     def __init__(self, num_inputs: int, num_outputs: int, horizon: int = 1, *, hidden: int = 32,
                  cell: str = "lstm", num_layers: int = 1, dropout: float = 0.0, rngs: nnx.Rngs):
         self.horizon, self.num_outputs, self.dropout = int(horizon), int(num_outputs), float(dropout)
-        self.rnn = RecurrentStack(num_inputs, hidden, cell=cell, num_layers=num_layers, dropout=dropout,
-                                  rngs=rngs)
+        self.rnn = RNN(num_inputs, hidden, cell=cell, num_layers=num_layers, dropout=dropout, rngs=rngs)
         self.head = nnx.Linear(hidden, self.horizon * self.num_outputs, rngs=rngs)
 
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
@@ -115,8 +82,8 @@ class SentimentRNN(nnx.Module):
         self.pool, self.bidirectional = pool, bool(bidirectional)
         self.embed_dropout, self.dropout = float(embed_dropout), float(dropout)
         self.word_dropout, self.unk_id = float(word_dropout), int(unk_id)
-        self.embed = TokenEmbedding(vocab_size, embed_dim, init_scale=embed_init, rngs=rngs)
-        self.rnn = RecurrentStack(embed_dim, hidden, cell=cell, num_layers=num_layers,
+        self.embed = Embedding(vocab_size, embed_dim, init_scale=embed_init, rngs=rngs)
+        self.rnn = RNN(embed_dim, hidden, cell=cell, num_layers=num_layers,
                                   bidirectional=bidirectional, dropout=dropout,
                                   recurrent_dropout=recurrent_dropout, rngs=rngs)
         self.head = nnx.Linear(self.rnn.out_features, classes, rngs=rngs)
@@ -131,7 +98,7 @@ class SentimentRNN(nnx.Module):
             drop = jax.random.bernoulli(k_word, self.word_dropout, tokens.shape)
             tokens = jnp.where(drop & (tokens > self.unk_id), self.unk_id, tokens)
         x = dropout.dropout(self.embed(tokens), self.embed_dropout, k_emb)  # [B, T, E]
-        ys, finals = self.rnn(x, lengths, key=k_rnn)  # [B, T, H']
+        ys, finals = self.rnn(x, lengths=lengths, key=k_rnn)  # [B, T, H']
         if self.pool == "last" and self.bidirectional:
             # The backward direction ends at step 0: take both directions' final states, not ys at T-1.
             last = finals[-1]
@@ -158,7 +125,7 @@ def sentiment_classifier(model_cfg, vocab_size: int, rngs: nnx.Rngs) -> Sentimen
 class AttentionSeq2Seq(nnx.Module):
     """RNN encoder-decoder with attention: a bidirectional encoder and a `seqjax.patterns` attention decoder.
 
-    The encoder is a bidirectional `scan.stack` layer over source embeddings; its [B, S, 2H] outputs are
+    The encoder is a bidirectional `layers.RNN` layer over source embeddings; its [B, S, 2H] outputs are
     projected to H (tanh) to serve as attention memory, and its two final states are projected to the
     decoder's initial state. Each decoder step is `patterns.decoder_step` (Luong "dot"/"general" or
     "bahdanau" attention, source padding masked). Dropout (when a key is given) on source embeddings and on
@@ -178,7 +145,7 @@ class AttentionSeq2Seq(nnx.Module):
         core = patterns.init_seq2seq(rngs.params(), self.spec, src_vocab, tgt_vocab, embed_dim, H)
         # The patterns encoder is unidirectional; this model brings its own bidirectional one instead.
         self.decoder = _wrap(core._replace(encoder=None))
-        self.encoder = RecurrentStack(embed_dim, H, cell=cell, bidirectional=True, rngs=rngs)
+        self.encoder = RNN(embed_dim, H, cell=cell, bidirectional=True, rngs=rngs)
         self.memory_proj = nnx.Linear(2 * H, H, rngs=rngs)
         n_state = 2 if cell == "lstm" else 1
         self.bridge = nnx.Linear(2 * H, n_state * H, rngs=rngs)
@@ -190,11 +157,11 @@ class AttentionSeq2Seq(nnx.Module):
             raise ValueError(f"src: expected token ids [B, S], got shape {tuple(src.shape)}")
         B, S = src.shape
         p = _unwrap(self.decoder)
-        patterns.check_token_ids(src, p.src_embed.shape[0], "src")
+        masks.check_token_ids(src, p.src_embed.shape[0], "src")
         k_emb, k_mem = _keys(key, 2)
         x = dropout.dropout(jnp.take(p.src_embed, src, axis=0), self.dropout, k_emb)  # [B, S, E]
         mask = masks.lengths_to_mask(src_lengths, S)
-        ys, finals = self.encoder(x, src_lengths)  # [B, S, 2H]
+        ys, finals = self.encoder(x, lengths=src_lengths)  # [B, S, 2H]
         memory = jnp.where(mask[:, :, None], jnp.tanh(self.memory_proj(ys)), 0.0)  # [B, S, H]
         memory = dropout.dropout(memory, self.dropout, k_mem)
         both = finals[-1]
@@ -219,7 +186,7 @@ class AttentionSeq2Seq(nnx.Module):
             raise ValueError(f"tgt_in: expected [B, T] with B = {src.shape[0]}, "
                              f"got shape {tuple(tgt_in.shape)}")
         p = _unwrap(self.decoder)
-        patterns.check_token_ids(tgt_in, p.tgt_embed.shape[0], "tgt_in")
+        masks.check_token_ids(tgt_in, p.tgt_embed.shape[0], "tgt_in")
         enc = self.encode(src, src_lengths, key)
 
         def body(state, token):
