@@ -34,7 +34,7 @@ def _attend(impl: str, causal: bool):
 
     if impl == "jax.nn":
         return lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=causal)
-    implementation = {"seqjax": "blockwise", "seqjax-einsum": None}[impl]
+    implementation = {"seqjax": "blockwise", "seqjax-einsum": "xla"}[impl]
     return lambda q, k, v: attention.dot_product_attention(q, k, v, causal=causal,
                                                            implementation=implementation)
 
