@@ -7,15 +7,18 @@ Data: adjusted closes from bokeh-sampledata on the 2,148 trading days the four s
 as daily log returns in percent (see seqjax/tasks/forecast.py for why returns), normalised with
 training-period statistics; chronological split 70/15/15 by target day (test: 2011-10..2013-03).
 
-Result, AS MEASURED (2-core CPU shared with other jobs, load ~10; 2026-11-26):
+Result, AS MEASURED (2-core CPU, load average ~5 from other jobs; 2026-11-26, fused LSTM kernel):
     python launch.py --config=experiments/stocks.py:full --workdir=/tmp/stocks
-    wall 19 s, 300 steps, LSTM H=16. Test period 2011-11-15..2013-03-01 (323 days), next-day log returns (%):
+    wall 28 s (summary.json 17 s), 300 steps, LSTM H=16. Test period 2011-11-15..2013-03-01 (323 days),
+    next-day log returns (%):
                       MAE AAPL  IBM   MSFT  GOOG   mean MAE (std units)  RMSE (std units)  price MAE ($)
-      LSTM                1.381 0.763 0.969 1.013  0.4991                0.6923            1.443
+      LSTM                1.375 0.778 0.972 1.037  0.5039                0.6969            1.469
       persistence (r=0)   1.377 0.758 0.961 1.009  0.4962                0.6926            1.436
       linear AR           1.454 0.785 1.029 1.127  0.5300                0.7198            1.563
-    The LSTM does not beat persistence: its mean MAE is 0.6% worse (RMSE 0.04% better), 5.8% better than the
-    linear AR, which overfits its 81 coefficients per asset. Sign of the next return right on 54.0% of days.
+    The LSTM does not beat persistence: its mean MAE is 1.6% worse (RMSE 0.6% worse), 4.9% better than the
+    linear AR, which overfits its 81 coefficients per asset. Sign of the next return right on 51.5% of days.
+    (An earlier run the same day, before the recurrent models moved onto layers.RNN (other init draws):
+    mean MAE 0.4991, 0.6% worse than persistence.)
     Day-ahead returns of large caps are close to unpredictable from their own past; this is the expected,
     honest outcome. stocks_test_predictions.png shows the implied next-day prices tracking persistence.
 """

@@ -7,9 +7,9 @@ Data: vega_datasets' offline seattle-weather (1,461 days, 2012-2015), each varia
 training-period statistics, plus sin/cos of the day of year as inputs; windows of 14 days; chronological split
 70/15/15 by target day (test: 2015-05..2015-12). Mean MAE is in units of each variable's training std.
 
-Result, AS MEASURED (2-core CPU shared with other jobs, load ~10; 2026-11-26):
+Result, AS MEASURED (2-core CPU, load average ~5 from other jobs; 2026-11-26, fused GRU kernel):
     python launch.py --config=experiments/weather.py:full --workdir=/tmp/weather
-    wall 39 s (summary.json wall_time_s 30), 1500 steps, GRU H=32, trained on MAE (L1). Test MAE (220 days):
+    wall 38 s (summary.json wall_time_s 27), 1500 steps, GRU H=32, trained on MAE (L1). Test MAE (220 days):
                       precip (mm)  temp_max (C)  temp_min (C)  wind (m/s)  mean (train-std units)
       GRU                3.14         2.15          1.33         0.94        0.427
       persistence        4.03         2.27          1.41         1.08        0.496
