@@ -8,17 +8,15 @@ of <= 20 letters, split by word 90/5/5 with seed 0 (105,742 / 5,875 / 5,874 word
 Model: bidirectional GRU encoder over letter embeddings, GRU decoder with Luong "general" attention
 (seqjax.patterns.decoder_step), dropout on embeddings and encoder outputs.
 
-Result, AS MEASURED (2-core CPU shared with other jobs, load ~10; 2026-11-26):
+Result, AS MEASURED (2-core CPU, load average 5-6 from other jobs; 2026-11-26, fused GRU encoder):
     python launch.py --config=experiments/g2p_rnn.py:full --workdir=/tmp/g2p_rnn
-    wall 18 min 34 s (summary.json 1,108 s): over the 15-minute budget because of the machine's load
-    (3.3 steps/s);
-    3000 steps of 128 words (3.6 epochs), GRU H=128, E=64. Greedy decoding on the 5,874 held-out test words:
-    test WER 39.4%, PER 9.58% (val WER 38.0%, PER 9.31%).
-    Goal (WER <= 35%) MISSED by 4.4 points; validation loss was still falling, so the model is undertrained
-    for this budget rather than too small. An earlier run with an LSTM (H=128, 4000 steps of 64 words,
-    14 min 7 s) reached test WER 40.7%, PER 9.90%. Beam search (width 4, GNMT length penalty 0.6) on the same
-    checkpoint, `--config.eval.beam_size=4` in the same workdir (it resumes at step 3000 and only evaluates):
-    test WER 39.2%, PER 9.52% (val WER 37.6%), 54 s.
+    wall 20 min 44 s (summary.json 1,239 s; 3.7-7.8 steps/s as the load varied): over the 15-minute budget.
+    6000 steps of 128 words (7.3 epochs), GRU H=128, E=64. Greedy decoding on the 5,874 held-out test words:
+    test WER 35.9%, PER 8.67% (val WER 35.2%, PER 8.49%).
+    Goal (WER <= 35%) MISSED by 0.9 points. Earlier runs the same day (load ~10): 3000 steps, test WER 39.4%,
+    PER 9.58%, 18 min 34 s; beam search (width 4, GNMT length penalty 0.6) on that checkpoint
+    (`--config.eval.beam_size=4`, same workdir: it resumes at the last step and only evaluates) gave 39.2%.
+    An LSTM (H=128, 4000 steps of 64 words, 14 min 7 s) reached 40.7%. WER was still falling with training.
 """
 import ml_collections
 

@@ -10,7 +10,7 @@ Result, AS MEASURED (2026-11-26, 2-core CPU shared with ~5 other jobs, load aver
     1800 steps of batch 64 (1.1 epochs of 105,742 words), 2.3-4.5 steps/s, wall 952 s (15.9 min, of which
     about 2.5 min is the beam-search decoding of val + test): test WER 51.9%, PER 13.95% with beam 4 (val
     WER 50.8%, PER 13.7%; teacher-forced token accuracy 89.7%). Beside it, the RNN of g2p_rnn.py (6000 steps,
-    greedy, same split, same day): test WER 40.7%, PER 9.9%. Goal WER <= 30% MISSED by 22 points: the
+    greedy, same split, same day): test WER 35.9%, PER 8.67%. Goal WER <= 30% MISSED by 22 points: the
     15-minute budget on this machine covers about one epoch, far short of what a transformer needs here.
 Cross-attention alignments: python -m seqjax.viz --workdir=/tmp/f_g2p --input=phoenix --out=DIR
 """
