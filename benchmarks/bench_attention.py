@@ -2,9 +2,11 @@
 
 Time ("attention_full", "attention_causal"): out = attention(q, k, v) at B=8, N=8, T=512, K=64 (f32), then the
 gradients of <out, g> w.r.t. q, k, v, one jitted step.
-  seqjax          seqjax.attention.dot_product_attention(implementation="blockwise"): seqjax.blockwise
-                  (online softmax, blockwise custom-VJP backward, causal blocks above the diagonal skipped)
-  seqjax-einsum   seqjax.attention.dot_product_attention's default einsum path ([B, N, T, S] scores)
+  seqjax            seqjax.attention.dot_product_attention, default path (the einsum path below 2048^2
+                    scores, blockwise from there: attention.BLOCKWISE_MIN_SCORES)
+  seqjax-blockwise  implementation="blockwise": seqjax.blockwise (online softmax, blockwise custom-VJP
+                    backward, causal blocks above the diagonal skipped)
+  seqjax-einsum     implementation="xla": the einsum path ([B, N, T, S] scores)
   jax.nn          jax.nn.dot_product_attention (XLA implementation)
   torch           torch.nn.functional.scaled_dot_product_attention (eager, CPU flash kernel)
 
@@ -34,7 +36,7 @@ def _attend(impl: str, causal: bool):
 
     if impl == "jax.nn":
         return lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=causal)
-    implementation = {"seqjax": "blockwise", "seqjax-einsum": "xla"}[impl]
+    implementation = {"seqjax": None, "seqjax-blockwise": "blockwise", "seqjax-einsum": "xla"}[impl]
     return lambda q, k, v: attention.dot_product_attention(q, k, v, causal=causal,
                                                            implementation=implementation)
 
@@ -64,8 +66,8 @@ def setup_seqjax(config):
     return _setup_time("seqjax", config)
 
 
-def setup_seqjax_einsum(config):
-    return _setup_time("seqjax-einsum", config)
+def setup_seqjax_blockwise(config):
+    return _setup_time("seqjax-blockwise", config)
 
 
 def setup_jax_nn(config):
@@ -102,12 +104,12 @@ def _time_benchmark(causal: bool) -> dict:
         "flops": attention_flops,
         "impls": {
             "seqjax": "bench_attention:setup_seqjax",
-            "seqjax-einsum": "bench_attention:setup_seqjax_einsum",
+            "seqjax-blockwise": "bench_attention:setup_seqjax_blockwise",
             "jax.nn": "bench_attention:setup_jax_nn",
             "torch": "peers.torch_attention:setup_sdpa",
         },
         "subject": "seqjax",
-        "peers": ["torch", "jax.nn", "seqjax-einsum"],
+        "peers": ["torch", "jax.nn", "seqjax-blockwise"],
     }
 
 

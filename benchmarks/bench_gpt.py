@@ -1,9 +1,9 @@
 """Character-level GPT training step: V=65, L=4, N=4, D=128 (MLP 4D), T=128, B=32, AdamW, f32.
 
 Implementations (each in its own worker process):
-  seqjax            seqjax.transformer.DecoderOnly (layers scanned, default attention: blockwise at this T)
+  seqjax            seqjax.transformer.DecoderOnly (layers scanned, default attention: einsum at this T)
                     + optax.adamw
-  seqjax-einsum     the same model with implementation="xla" attention (the [B, N, T, T] einsum path)
+  seqjax-blockwise  the same model with implementation="blockwise" attention (seqjax.blockwise)
   flax              a GPT of the same shape built from Flax's own nnx.MultiHeadAttention, nnx.LayerNorm,
                     nnx.Linear, nnx.Embed (a Python loop over layers, as in the Flax examples) + optax.adamw
   torch             a minimal nanoGPT-style model (benchmarks/peers/torch_gpt.py), eager, SDPA, AdamW
@@ -118,8 +118,8 @@ def setup_seqjax(config):
     return _setup_train(seqjax_model(config), config)
 
 
-def setup_seqjax_einsum(config):
-    return _setup_train(seqjax_model(config), config, implementation="xla")
+def setup_seqjax_blockwise(config):
+    return _setup_train(seqjax_model(config), config, implementation="blockwise")
 
 
 def setup_flax(config):
@@ -133,11 +133,11 @@ BENCHMARKS = {
         "flops": gpt_train_flops,
         "impls": {
             "seqjax": "bench_gpt:setup_seqjax",
-            "seqjax-einsum": "bench_gpt:setup_seqjax_einsum",
+            "seqjax-blockwise": "bench_gpt:setup_seqjax_blockwise",
             "flax": "bench_gpt:setup_flax",
             "torch": "peers.torch_gpt:setup_train",
         },
         "subject": "seqjax",
-        "peers": ["torch", "flax", "seqjax-einsum"],
+        "peers": ["torch", "flax", "seqjax-blockwise"],
     },
 }

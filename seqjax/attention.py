@@ -18,8 +18,10 @@ import jax.numpy as jnp
 from seqjax import masks as masks_lib
 from seqjax.dropout import dropout as _dropout
 
-# Score-matrix size from which implementation=None takes the blockwise path.
-BLOCKWISE_MIN_SCORES = 128 * 128
+# Score-matrix size from which implementation=None takes the blockwise path. Below it the einsum path was as
+# fast or faster on CPU (T = 128 and 512 in benchmarks/bench_gpt.py, bench_attention.py); from here on its
+# quadratic memory (f32 [B, N, T, S] scores, 16 MiB per batch row and head at T = S = 2048) is what matters.
+BLOCKWISE_MIN_SCORES = 2048 * 2048
 IMPLEMENTATIONS = (None, "xla", "blockwise", "jax")
 
 
@@ -57,8 +59,8 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
       implementation: "xla" = einsum path (materialises the [B, N, T, S] scores);
         "blockwise" = seqjax.blockwise.blockwise_attention (memory-linear, skips future blocks when causal);
         "jax" = jax.nn.dot_product_attention (no dropout, no weights);
-        None = "blockwise" when T * S >= BLOCKWISE_MIN_SCORES and no weights are asked for, else "xla"
-        (blockwise was the faster of the two on CPU from T = S = 128 up: benchmarks/bench_attention.py).
+        None = "xla" while the score matrix is small, "blockwise" once T * S >= BLOCKWISE_MIN_SCORES (and no
+        weights are asked for), where the [B, N, T, S] scores would dominate memory.
     Returns:
       out [B, T, N, Kv] in q's dtype, or (out, weights) when return_weights.
     """

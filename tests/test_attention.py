@@ -210,3 +210,24 @@ def test_module_matches_flax_multi_head_attention():
     mask = masks.cross_attention_mask(masks.lengths_to_mask(jnp.array([4, 2]), 4))
     np.testing.assert_allclose(np.asarray(ours(x, ctx, mask).out),
                                np.asarray(ref(x, ctx, mask=mask, deterministic=True)), atol=1e-5)
+
+
+def test_default_implementation_switches_to_blockwise_for_large_score_matrices(monkeypatch):
+    """implementation=None runs the einsum path below BLOCKWISE_MIN_SCORES and the blockwise one from it on,
+    with the same result."""
+    from seqjax import blockwise
+
+    q, k, v = (jax.random.normal(key, (2, 8, 2, 4)) for key in jax.random.split(jax.random.key(0), 3))
+    reference = attention.dot_product_attention(q, k, v, causal=True, implementation="xla")
+    calls = []
+    real = blockwise.blockwise_attention
+    monkeypatch.setattr(blockwise, "blockwise_attention", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    monkeypatch.setattr(attention, "BLOCKWISE_MIN_SCORES", 8 * 8 + 1)
+    attention.dot_product_attention(q, k, v, causal=True)
+    assert calls == []
+    monkeypatch.setattr(attention, "BLOCKWISE_MIN_SCORES", 8 * 8)
+    out = attention.dot_product_attention(q, k, v, causal=True)
+    assert calls == [1]
+    np.testing.assert_allclose(out, reference, atol=1e-5)
+    _, weights = attention.dot_product_attention(q, k, v, causal=True, return_weights=True)  # needs einsum
+    assert calls == [1] and weights.shape == (2, 2, 8, 8)
