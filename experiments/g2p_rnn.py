@@ -12,10 +12,11 @@ Result, AS MEASURED (2-core CPU, load average 5-6 from other jobs; 2026-11-26, f
     python launch.py --config=experiments/g2p_rnn.py:full --workdir=/tmp/g2p_rnn
     wall 20 min 44 s (summary.json 1,239 s; 3.7-7.8 steps/s as the load varied): over the 15-minute budget.
     6000 steps of 128 words (7.3 epochs), GRU H=128, E=64. Greedy decoding on the 5,874 held-out test words:
-    test WER 35.9%, PER 8.67% (val WER 35.2%, PER 8.49%).
-    Goal (WER <= 35%) MISSED by 0.9 points. Earlier runs the same day (load ~10): 3000 steps, test WER 39.4%,
-    PER 9.58%, 18 min 34 s; beam search (width 4, GNMT length penalty 0.6) on that checkpoint
-    (`--config.eval.beam_size=4`, same workdir: it resumes at the last step and only evaluates) gave 39.2%.
+    test WER 35.9%, PER 8.67% (val WER 35.2%, PER 8.49%). Beam search (width 4, GNMT length penalty 0.6)
+    on the same checkpoint, `--config.eval.beam_size=4` in the same workdir (it resumes at the last step and
+    only evaluates, 36 s): test WER 35.8%, PER 8.57% (val WER 35.2%).
+    Goal (WER <= 35%) MISSED by 0.8 points. Earlier runs the same day (load ~10): 3000 steps, test WER 39.4%,
+    PER 9.58%, 18 min 34 s; beam search (width 4) on that checkpoint gave 39.2%.
     An LSTM (H=128, 4000 steps of 64 words, 14 min 7 s) reached 40.7%. WER was still falling with training.
 """
 import ml_collections
