@@ -58,14 +58,8 @@ def get_config(arg: str | None = None):
         elif p == "smoke":
             d.max_train, d.max_eval = 512, 64
             m.embed_dim, m.hidden = 8, 16
-            c.optim.warmup_steps = 0
-            c.train.steps = 6
-            c.train.batch_size = 32
-            c.train.eval_every = 0
+            configs.smoke_train(c, steps=6, batch_size=32)
             c.train.eval_batches = 1
-            c.train.log_every = 3
-            c.train.checkpoint_every = 0
-            c.train.plots = False
         elif p != "full":
             raise ValueError(f"experiments/g2p_rnn.py: unknown variant {p!r}; use full|smoke, gru|lstm")
     return c

@@ -57,14 +57,8 @@ def get_config(arg: str | None = None):
             d.max_train, d.max_eval = 512, 64
             m.d_model, m.num_heads, m.num_encoder_layers, m.num_decoder_layers, m.mlp_dim = 16, 2, 1, 1, 32
             e.beam_size = 2
-            c.optim.warmup_steps = 0
-            c.train.steps = 6
-            c.train.batch_size = 32
-            c.train.eval_every = 0
+            configs.smoke_train(c, steps=6, batch_size=32)
             c.train.eval_batches = 1
-            c.train.log_every = 3
-            c.train.checkpoint_every = 0
-            c.train.plots = False
         elif p != "full":
             raise ValueError(f"experiments/g2p_transformer.py: unknown variant {p!r}; use full|smoke")
     return c

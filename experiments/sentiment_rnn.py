@@ -65,13 +65,7 @@ def get_config(arg: str | None = None):
         elif p == "smoke":
             d.max_train, d.max_eval, d.max_len = 256, 128, 24
             m.embed_dim, m.hidden = 16, 16
-            c.optim.warmup_steps = 0
-            c.train.steps = 6
-            c.train.batch_size = 16
-            c.train.eval_every = 0
-            c.train.log_every = 3
-            c.train.checkpoint_every = 0
-            c.train.plots = False
+            configs.smoke_train(c, steps=6, batch_size=16)
         elif p != "full":
             raise ValueError(f"experiments/sentiment_rnn.py: unknown variant {p!r}; use full|smoke, {MODELS}")
     return c

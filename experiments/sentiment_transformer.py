@@ -48,13 +48,7 @@ def get_config(arg: str | None = None):
         if p == "smoke":
             d.max_train, d.max_eval, d.max_len = 256, 128, 24
             m.d_model, m.num_heads, m.num_layers, m.mlp_dim = 16, 2, 1, 32
-            c.optim.warmup_steps = 0
-            c.train.steps = 6
-            c.train.batch_size = 16
-            c.train.eval_every = 0
-            c.train.log_every = 3
-            c.train.checkpoint_every = 0
-            c.train.plots = False
+            configs.smoke_train(c, steps=6, batch_size=16)
         elif p != "full":
             raise ValueError(f"experiments/sentiment_transformer.py: unknown variant {p!r}; use full|smoke")
     return c

@@ -63,13 +63,7 @@ def get_config(arg: str | None = None):
         elif p == "smoke":
             d.max_train_windows = 256
             m.hidden = 8
-            c.optim.warmup_steps = 0
-            c.train.steps = 8
-            c.train.batch_size = 16
-            c.train.eval_every = 0
-            c.train.log_every = 4
-            c.train.checkpoint_every = 0
-            c.train.plots = False
+            configs.smoke_train(c, steps=8, batch_size=16)
         elif p != "full":
             raise ValueError(f"experiments/stocks.py: unknown variant {p!r}; use full|smoke, {CELLS}, h<N>")
     return c

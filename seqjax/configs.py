@@ -77,3 +77,15 @@ def base() -> ml_collections.ConfigDict:
     d.num_processes = 1
     d.process_id = 0
     return c
+
+
+def smoke_train(c: ml_collections.ConfigDict, *, steps: int, batch_size: int) -> None:
+    """The training settings every experiment's `smoke` variant shares: a few steps, no warmup, no evaluation
+    or checkpoint before the end, no plots, two log lines. Runs in seconds on a CPU (the tests run these)."""
+    c.optim.warmup_steps = 0
+    c.train.steps = steps
+    c.train.batch_size = batch_size
+    c.train.eval_every = 0
+    c.train.log_every = steps // 2
+    c.train.checkpoint_every = 0
+    c.train.plots = False
