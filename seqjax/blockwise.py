@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from seqjax import dropout as dropout_lib
 from seqjax import masks as masks_lib
 
 DEFAULT_Q_BLOCK = 256  # measured best on a 2-core AVX-512 CPU at T=512 (see benchmarks/bench_attention.py)
@@ -123,8 +124,8 @@ def _keep_scale(cfg: _Config, key, i, j, shape):
     """Dropout's scaled keep-mask for block (i, j): a pure function of (key, i, j), so the backward pass
     redraws exactly the mask the forward pass used."""
     nk = -(-cfg.S // cfg.bk)
-    keep = jax.random.bernoulli(jax.random.fold_in(key, i * nk + j), 1.0 - cfg.dropout_rate, shape)
-    return keep.astype(jnp.float32) * (1.0 / (1.0 - cfg.dropout_rate))
+    keep = dropout_lib.keep_mask(jax.random.fold_in(key, i * nk + j), cfg.dropout_rate, shape)
+    return keep.astype(jnp.float32) * (1.0 / dropout_lib.keep_probability(cfg.dropout_rate))
 
 
 def _pair_arrays(pairs):

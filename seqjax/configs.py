@@ -18,6 +18,8 @@ Fields (units and meaning):
 - optim.accum_steps: split each global batch into this many micro-batches, summed by a scan inside one step
   (one optimiser update per train step; see train.py).
 - train.steps: optimiser updates. train.batch_size: global batch (over all devices and processes).
+- train.length_buckets: 1 = batches of any rows, padded to the split's width. N > 1 = each batch from one of N
+  length buckets, cut to that bucket's width (tasks that declare `padded_lengths`; see data/iterators.py).
 - train.eval_every / eval_batches: evaluate on `val` every N steps (0 = only at the end) on this many batches
   (0 = the whole split, last batch wrapped around).
 - train.log_every: console/metrics line every N steps. train.checkpoint_every: save every N steps (0 = only at
@@ -60,6 +62,7 @@ def base() -> ml_collections.ConfigDict:
     c.train = t = ml_collections.ConfigDict()
     t.steps = 1000
     t.batch_size = 32
+    t.length_buckets = 1
     t.eval_every = 0
     t.eval_batches = 0
     t.log_every = 50
@@ -81,8 +84,10 @@ def base() -> ml_collections.ConfigDict:
 
 def smoke_train(c: ml_collections.ConfigDict, *, steps: int, batch_size: int) -> None:
     """The training settings every experiment's `smoke` variant shares: a few steps, no warmup, no evaluation
-    or checkpoint before the end, no plots, two log lines. Runs in seconds on a CPU (the tests run these)."""
+    or checkpoint before the end, no plots, two log lines, no length buckets. Runs in seconds on a CPU (the
+    tests run these)."""
     c.optim.warmup_steps = 0
+    c.train.length_buckets = 1  # one batch shape, one compilation (tests/test_buckets.py runs the buckets)
     c.train.steps = steps
     c.train.batch_size = batch_size
     c.train.eval_every = 0

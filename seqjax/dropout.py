@@ -1,21 +1,50 @@
 """Dropout as pure functions: standard (a fresh mask per element) and variational (one mask per sequence).
 
 `key=None` means evaluation: the input is returned unchanged.
+
+Masks come from 16-bit uniforms, two per 32-bit draw of `jax.random.bits`: on CPU, generating random bits
+(threefry) is most of dropout's cost, and `jax.random.bernoulli` spends a whole 32-bit draw per element
+(measured here: 73 ms vs 22 ms for a [256, 20, 512] mask). The drop probability is therefore `rate` rounded to
+a multiple of 2^-16, and survivors are scaled by the exact inverse keep probability, so E[dropout(x)] = x.
 """
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
+from jax import lax
+
+_LEVELS = 1 << 16  # resolution of the drop probability
+
+
+def _check_rate(rate: float) -> None:
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
+
+
+def keep_probability(rate: float) -> float:
+    """The keep probability `keep_mask` realises: 1 - rate rounded to a multiple of 2^-16."""
+    _check_rate(rate)
+    return 1.0 - round(rate * _LEVELS) / _LEVELS
+
+
+def keep_mask(key: jax.Array, rate: float, shape: tuple[int, ...]) -> jax.Array:
+    """bool[shape], True with probability `keep_probability(rate)`, independently per element."""
+    _check_rate(rate)
+    n = math.prod(shape)
+    bits = jax.random.bits(key, ((n + 1) // 2,), jnp.uint32)
+    u16 = lax.bitcast_convert_type(bits, jnp.uint16).reshape(-1)[:n].reshape(shape)  # two per draw
+    return u16 >= round(rate * _LEVELS)
 
 
 def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
     """Inverted dropout: zero each element with probability `rate`, scale survivors by 1/(1-rate)."""
-    if not 0.0 <= rate < 1.0:
-        raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
+    _check_rate(rate)
     if key is None or rate == 0.0:
         return x
-    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
-    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+    keep = keep_mask(key, rate, x.shape)
+    return jnp.where(keep, x / keep_probability(rate), jnp.zeros_like(x))
 
 
 def dropout_mask(key: jax.Array | None, rate: float, shape: tuple[int, ...],
@@ -25,9 +54,7 @@ def dropout_mask(key: jax.Array | None, rate: float, shape: tuple[int, ...],
     Variational (recurrent) dropout draws this once per sequence, shape [B, H], and multiplies the same mask
     into every time step, as in Gal & Ghahramani (2016).
     """
-    if not 0.0 <= rate < 1.0:
-        raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
+    _check_rate(rate)
     if key is None or rate == 0.0:
         return None
-    keep = jax.random.bernoulli(key, 1.0 - rate, shape)
-    return keep.astype(dtype) / (1.0 - rate)
+    return keep_mask(key, rate, shape).astype(dtype) / keep_probability(rate)

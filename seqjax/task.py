@@ -3,6 +3,10 @@
 An experiment's config names a task module in `config.task`: either a module under `seqjax.tasks`
 ("copy" means `seqjax.tasks.copy`) or a full dotted path ("experiments.toy_smoke"). That module exposes
 `build(config) -> Task`. The trainer owns the rest: optimiser, jit/pmap, sharding, checkpoints, logging.
+
+Optional: a task whose arrays are padded along axis 1 may set `padded_lengths = {array: lengths array}`
+(e.g. {"src": "src_lengths"}); `config.train.length_buckets > 1` then batches rows of similar length and cuts
+the padding (data/iterators.py). Its `loss` must then accept any width up to the padded one.
 """
 from __future__ import annotations
 

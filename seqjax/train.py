@@ -271,8 +271,14 @@ def train_and_evaluate(config, workdir: str, experiment: str = "") -> dict:
         host_state = host_state._replace(params=params, opt_state=tx.init(params))
         log(f"initialised params from {t.init_from}")
 
+    buckets = int(t.get("length_buckets", 1))
+    lengths = getattr(task, "padded_lengths", None)
+    if buckets > 1 and not lengths:
+        raise ValueError(f"train.length_buckets={buckets}: task {config.task!r} declares no padded_lengths "
+                         "({padded array: its lengths array}), so its batches cannot be cut to length")
     train_iter = ArrayIterator(splits["train"], t.batch_size, seed=config.seed,
-                               process_index=jax.process_index(), process_count=jax.process_count())
+                               process_index=jax.process_index(), process_count=jax.process_count(),
+                               lengths=lengths, num_buckets=buckets)
     checkpoints = ckpt_lib.Checkpoints(workdir, keep=t.keep_checkpoints, async_save=t.async_checkpoints)
     state = runner.place_state(host_state)
     restored = checkpoints.restore_latest(ckpt_lib.abstract_tree(runner.checkpointable(state)))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from seqjax import attention, masks
+from seqjax import attention, dropout, masks
 from seqjax import transformer as tr
 
 
@@ -137,7 +137,7 @@ def test_dropout_on_weights_only_with_key():
     dropped = attention.dot_product_attention(q, k, v, dropout_rate=0.5, key=jax.random.key(0))
     # reference: the same keep-mask applied to the NumPy weights
     _, w = attention.dot_product_attention(q, k, v, return_weights=True)
-    keep = jax.random.bernoulli(jax.random.key(0), 0.5, w.shape)
+    keep = dropout.keep_mask(jax.random.key(0), 0.5, w.shape)
     probs = np.where(np.asarray(keep), np.asarray(w) / 0.5, 0.0)
     ref = np.einsum("bnts,bsnk->btnk", probs, np.asarray(v))
     np.testing.assert_allclose(np.asarray(dropped), ref, atol=1e-5)

@@ -50,6 +50,9 @@ def wer_per(refs: Sequence[Sequence], hyps: Sequence[Sequence]) -> tuple[float, 
 
 
 class G2PTask:
+    # For train.length_buckets: words average 7.4 letters and 7.3 target tokens, padded to 20 and 20.
+    padded_lengths = {"src": "src_lengths", "tgt_in": "tgt_lengths", "tgt_out": "tgt_lengths"}
+
     def __init__(self, config):
         self.config = config
         d = config.data
@@ -95,7 +98,9 @@ class G2PTask:
     def loss(self, model, batch, key):
         logits = model(batch["src"], batch["src_lengths"], batch["tgt_in"], key=key)  # [B, T, V]
         valid = masks.lengths_to_mask(batch["tgt_lengths"], batch["tgt_out"].shape[1])  # [B, T]
-        loss = losses.softmax_cross_entropy(logits, batch["tgt_out"], valid)
+        # Smoothing regularises training only (key=None is evaluation), so val loss stays the plain NLL.
+        smoothing = float(self.config.model.get("label_smoothing", 0.0)) if key is not None else 0.0
+        loss = losses.softmax_cross_entropy(logits, batch["tgt_out"], valid, label_smoothing=smoothing)
         return loss, {"token_accuracy": losses.accuracy(logits, batch["tgt_out"], valid)}
 
     def decode(self, model, split: dict, beam_size: int = 1, batch_size: int = 256) -> list[list[str]]:
