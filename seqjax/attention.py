@@ -16,13 +16,13 @@ import jax
 import jax.numpy as jnp
 
 from seqjax import masks as masks_lib
-from seqjax.dropout import dropout as _dropout
+from seqjax.dropout import dropout_mask
 
 # Score-matrix size from which implementation=None takes the blockwise path. Below it the einsum path was as
 # fast or faster on CPU (T = 128 and 512 in benchmarks/bench_gpt.py, bench_attention.py); from here on its
 # quadratic memory (f32 [B, N, T, S] scores, 16 MiB per batch row and head at T = S = 2048) is what matters.
 BLOCKWISE_MIN_SCORES = 2048 * 2048
-IMPLEMENTATIONS = (None, "xla", "blockwise", "jax")
+IMPLEMENTATIONS = (None, "xla", "xla_autodiff", "blockwise", "jax")
 
 
 def _check_qkv(q, k, v):
@@ -56,7 +56,9 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
         equivalent to ANDing `masks.causal_mask(T, S)` into `mask`, and cheaper on the blockwise path.
       dropout_rate, key: dropout on the attention weights, active iff `key` is given.
       return_weights: also return the weights [B, N, T, S] (after masking, before dropout).
-      implementation: "xla" = einsum path (materialises the [B, N, T, S] scores);
+      implementation: "xla" = einsum path (materialises the [B, N, T, S] weights) with a hand-written
+          backward pass (reverse mode only: use "xla_autodiff" for jax.jvp / jacfwd);
+        "xla_autodiff" = the same forward differentiated by JAX (also used when return_weights);
         "blockwise" = seqjax.blockwise.blockwise_attention (memory-linear, skips future blocks when causal);
         "jax" = jax.nn.dot_product_attention (no dropout, no weights);
         None = "xla" while the score matrix is small, "blockwise" once T * S >= BLOCKWISE_MIN_SCORES (and no
@@ -89,10 +91,23 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
 
     if causal:
         mask = masks_lib.combine_masks(mask, masks_lib.causal_mask(T, S))
-    G = N // M
-    qg = q.reshape(B, T, M, G, K)  # [B, T, M, G, K]: query heads grouped by the K/V head they share
+    keep = dropout_mask(key, dropout_rate, (B, N, T, S))  # [B, N, T, S] of 0 or 1/keep_probability, or None
+    qg = q.reshape(B, T, M, N // M, K)  # [B, T, M, G, K]: query heads grouped by the K/V head they share
+    if return_weights or implementation == "xla_autodiff":
+        out, weights = _einsum_attention(qg, k, v, bias, mask, keep)
+    else:
+        out, weights = _einsum_attention_vjp(qg, k, v, bias, mask, keep), None
+    out = out.reshape(B, T, N, v.shape[3]).astype(q.dtype)  # [B, T, N, Kv]
+    return (out, weights) if return_weights else out
+
+
+def _einsum_attention(qg, k, v, bias, mask, keep):
+    """(out f32 [B, T, M, G, Kv], weights f32 [B, N, T, S]) for qg [B, T, M, G, K], k [B, S, M, K], v [B, S,
+    M, Kv]; bias/mask broadcastable to [B, N, T, S] or None; keep = scaled dropout mask [B, N, T, S] or None."""
+    B, T, M, G, K = qg.shape
+    S = k.shape[1]
     scores = jnp.einsum("btmgk,bsmk->bmgts", qg, k, preferred_element_type=jnp.float32)
-    scores = scores.reshape(B, N, T, S) * (1.0 / math.sqrt(K))  # [B, N, T, S]
+    scores = scores.reshape(B, M * G, T, S) * (1.0 / math.sqrt(K))  # [B, N, T, S]
     if bias is not None:
         scores = scores + bias.astype(jnp.float32)
     if mask is not None:
@@ -101,11 +116,54 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
     if mask is not None:
         # A fully masked row would otherwise be uniform over the (masked) keys; zero it instead.
         weights = jnp.where(mask, weights, 0.0)
-    probs = _dropout(weights, dropout_rate, key)
+    probs = weights if keep is None else weights * keep
     probs = probs.astype(v.dtype).reshape(B, M, G, T, S)  # [B, M, G, T, S]
-    out = jnp.einsum("bmgts,bsmk->btmgk", probs, v).reshape(B, T, N, v.shape[3])  # [B, T, N, Kv]
-    out = out.astype(q.dtype)
-    return (out, weights) if return_weights else out
+    out = jnp.einsum("bmgts,bsmk->btmgk", probs, v, preferred_element_type=jnp.float32)
+    return out, weights
+
+
+@jax.custom_vjp
+def _einsum_attention_vjp(qg, k, v, bias, mask, keep):
+    """`_einsum_attention`'s output with a hand-written backward pass (the default "xla" path).
+
+    Autodiff through the softmax needs sum_s(w * dw) over the [B, N, T, S] weights; the same row sums are
+    sum_k(d_out * out) over the [B, T, N, Kv] output (FlashAttention's trick), so the backward makes one pass
+    over the T x S arrays instead of two and keeps no scores, only the weights.
+    """
+    return _einsum_attention(qg, k, v, bias, mask, keep)[0]
+
+
+def _einsum_attention_fwd(qg, k, v, bias, mask, keep):
+    out, weights = _einsum_attention(qg, k, v, bias, mask, keep)
+    return out, (qg, k, v, bias, weights, keep, out)
+
+
+def _einsum_attention_bwd(res, d_out):
+    qg, k, v, bias, weights, keep, out = res
+    B, T, M, G, K = qg.shape
+    S = k.shape[1]
+    d_out = d_out.astype(jnp.float32)  # [B, T, M, G, Kv]
+    probs = weights if keep is None else weights * keep  # [B, N, T, S]
+    d_probs = jnp.einsum("btmgk,bsmk->bmgts", d_out, v, preferred_element_type=jnp.float32)
+    d_weights = d_probs.reshape(B, M * G, T, S)
+    if keep is not None:
+        d_weights = d_weights * keep
+    # Softmax backward: d_scores = w * (dw - sum_s w dw), and sum_s w dw = sum_k d_out * out.
+    row = jnp.einsum("btmgk,btmgk->bmgt", d_out, out).reshape(B, M * G, T, 1)  # [B, N, T, 1]
+    d_scores = weights * (d_weights - row)  # zero wherever the mask zeroed the weights
+    d_bias = None
+    if bias is not None:
+        axes = tuple(i for i, n in enumerate(bias.shape) if n == 1 and d_scores.shape[i] != 1)
+        d_bias = jnp.sum(d_scores, axis=axes, keepdims=True).astype(bias.dtype)
+    d_scores = (d_scores * (1.0 / math.sqrt(K))).reshape(B, M, G, T, S)  # [B, M, G, T, S]
+    d_q = jnp.einsum("bmgts,bsmk->btmgk", d_scores, k, preferred_element_type=jnp.float32)
+    d_k = jnp.einsum("bmgts,btmgk->bsmk", d_scores, qg, preferred_element_type=jnp.float32)
+    d_v = jnp.einsum("bmgts,btmgk->bsmk", probs.reshape(B, M, G, T, S), d_out,
+                     preferred_element_type=jnp.float32)
+    return d_q.astype(qg.dtype), d_k.astype(k.dtype), d_v.astype(v.dtype), d_bias, None, None
+
+
+_einsum_attention_vjp.defvjp(_einsum_attention_fwd, _einsum_attention_bwd)
 
 
 # ----------------------------------------------------------------------------------------------------------

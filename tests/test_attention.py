@@ -231,3 +231,80 @@ def test_default_implementation_switches_to_blockwise_for_large_score_matrices(m
     np.testing.assert_allclose(out, reference, atol=1e-5)
     _, weights = attention.dot_product_attention(q, k, v, causal=True, return_weights=True)  # needs einsum
     assert calls == [1] and weights.shape == (2, 2, 8, 8)
+
+
+def _np_attention_grads(q, k, v, mask, bias, cot):
+    """Float64 reference gradients of sum(cot * attention(q, k, v)) by the textbook softmax backward, per
+    batch row and head: dW = cot v^T, dS = W * (dW - rowsum(W * dW)), dq = dS k / sqrt(K), dk = dS^T q / sqrt(K),
+    dv = W^T cot; d bias = dS."""
+    q, k, v, cot = (np.asarray(a, np.float64) for a in (q, k, v, cot))
+    B, T, N, K = q.shape
+    S, M = k.shape[1], k.shape[2]
+    mask = np.broadcast_to(np.ones((1, 1, 1, 1), bool) if mask is None else np.asarray(mask), (B, N, T, S))
+    bias = np.broadcast_to(0.0 if bias is None else np.asarray(bias, np.float64), (B, N, T, S))
+    dq, dk, dv, dbias = np.zeros_like(q), np.zeros_like(k), np.zeros_like(v), np.zeros((B, N, T, S))
+    for b in range(B):
+        for n in range(N):
+            m = n // (N // M)
+            s = q[b, :, n] @ k[b, :, m].T / math.sqrt(K) + bias[b, n]
+            w = np.where(mask[b, n], _np_softmax(np.where(mask[b, n], s, -1e30)), 0.0)
+            dw = cot[b, :, n] @ v[b, :, m].T
+            ds = w * (dw - (w * dw).sum(-1, keepdims=True))
+            dq[b, :, n] += ds @ k[b, :, m] / math.sqrt(K)
+            dk[b, :, m] += ds.T @ q[b, :, n] / math.sqrt(K)
+            dv[b, :, m] += w.T @ cot[b, :, n]
+            dbias[b, n] = ds
+    return dq, dk, dv, dbias
+
+
+@pytest.mark.parametrize("M", [4, 2, 1])
+def test_hand_written_backward_matches_numpy_and_autodiff(M):
+    B, T, S, N, K = 2, 3, 5, 4, 8
+    q, k, v = _qkv(jax.random.key(11), B=B, T=T, S=S, N=N, M=M, K=K)
+    cot = jax.random.normal(jax.random.key(12), (B, T, N, K))
+    mask = masks.lengths_to_attention_mask(jnp.array([5, 2]), S)  # [B, 1, 1, S]
+    mask = mask & jnp.array([True, True, False])[None, None, :, None]  # query 2 sees nothing: a zero row
+    bias = 0.5 * jax.random.normal(jax.random.key(13), (1, N, T, S))  # learned, broadcast over the batch
+
+    def loss(impl):
+        return lambda q, k, v, bias: jnp.sum(cot * attention.dot_product_attention(
+            q, k, v, mask, bias, implementation=impl))
+
+    got = jax.jit(jax.grad(loss("xla"), (0, 1, 2, 3)))(q, k, v, bias)
+    auto = jax.jit(jax.grad(loss("xla_autodiff"), (0, 1, 2, 3)))(q, k, v, bias)
+    dq, dk, dv, dbias = _np_attention_grads(q, k, v, mask, bias, cot)
+    for g, a, want in zip(got, auto, (dq, dk, dv, dbias.sum(0, keepdims=True)), strict=True):
+        assert g.shape == a.shape == want.shape
+        np.testing.assert_allclose(np.asarray(g), want, atol=2e-5)
+        np.testing.assert_allclose(np.asarray(a), want, atol=2e-5)
+    assert not np.asarray(got[0])[:, 2].any()  # the fully masked query gets no gradient
+
+
+@pytest.mark.parametrize("case", ["causal", "dropout", "bfloat16", "batch_bias"])
+def test_hand_written_backward_equals_autodiff(case):
+    B, T, N, K = 2, 6, 4, 8
+    q, k, v = _qkv(jax.random.key(14), B=B, T=T, S=T, N=N, M=2, K=K)
+    cot = jax.random.normal(jax.random.key(15), (B, T, N, K))
+    kw, bias = {}, None
+    if case == "causal":
+        kw = dict(causal=True, mask=masks.lengths_to_attention_mask(jnp.array([6, 4]), T))
+    elif case == "dropout":
+        kw = dict(dropout_rate=0.3, key=jax.random.key(16))
+    elif case == "bfloat16":
+        q, k, v, cot = (a.astype(jnp.bfloat16) for a in (q, k, v, cot))
+    else:
+        bias = jax.random.normal(jax.random.key(17), (B, 1, 1, T))  # per-key, per-row bias
+
+    def loss(impl):
+        return lambda q, k, v, bias: jnp.sum((cot * attention.dot_product_attention(
+            q, k, v, bias=bias, implementation=impl, **kw)).astype(jnp.float32))
+
+    args = (q, k, v, bias)
+    argnums = (0, 1, 2, 3) if bias is not None else (0, 1, 2)
+    v1, g1 = jax.jit(jax.value_and_grad(loss("xla"), argnums))(*args)
+    v2, g2 = jax.jit(jax.value_and_grad(loss("xla_autodiff"), argnums))(*args)
+    tol = 3e-2 if case == "bfloat16" else 2e-5
+    np.testing.assert_allclose(float(v1), float(v2), rtol=tol, atol=tol)
+    for a, b in zip(g1, g2, strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), atol=tol, rtol=tol)

@@ -37,7 +37,7 @@ s2s_decode = nnx.jit(lambda m, t, mem, v, c: m.decode(t, mem, v, c))
 
 def _jacobian_blocks(f, x):
     """|d f(x)[b, t, :] / d x[b, s, :]| summed over features: [B, T, S] (batch rows are independent)."""
-    jac = jax.jit(jax.jacfwd(f))(x)  # [B, T, O, B, S, D]
+    jac = jax.jit(jax.jacrev(f))(x)  # [B, T, O, B, S, D]; reverse mode: the attention VJP is hand-written
     jac = jnp.einsum("btobsd->btsod", jac)  # diagonal in the batch: row b only sees row b
     return np.asarray(jnp.sum(jnp.abs(jac), axis=(3, 4)))
 
