@@ -235,8 +235,8 @@ def test_default_implementation_switches_to_blockwise_for_large_score_matrices(m
 
 def _np_attention_grads(q, k, v, mask, bias, cot):
     """Float64 reference gradients of sum(cot * attention(q, k, v)) by the textbook softmax backward, per
-    batch row and head: dW = cot v^T, dS = W * (dW - rowsum(W * dW)), dq = dS k / sqrt(K), dk = dS^T q / sqrt(K),
-    dv = W^T cot; d bias = dS."""
+    batch row and head: dW = cot v^T, dS = W * (dW - rowsum(W * dW)), dq = dS k / sqrt(K),
+    dk = dS^T q / sqrt(K), dv = W^T cot; d bias = dS."""
     q, k, v, cot = (np.asarray(a, np.float64) for a in (q, k, v, cot))
     B, T, N, K = q.shape
     S, M = k.shape[1], k.shape[2]
@@ -308,3 +308,31 @@ def test_hand_written_backward_equals_autodiff(case):
     for a, b in zip(g1, g2, strict=True):
         assert a.dtype == b.dtype and a.shape == b.shape
         np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("S_extra", [0, 3])
+def test_causal_query_chunks_equal_the_whole_computation(monkeypatch, S_extra):
+    """T = 7 queries in chunks of 2 (so 4 chunks, the last one short) against the unchunked einsum path,
+    with a padding mask, a per-row bias and dropout: outputs and all gradients."""
+    monkeypatch.setattr(attention, "CAUSAL_CHUNK", 2)
+    B, T, N, K = 2, 7, 4, 8
+    S = T + S_extra
+    q, k, v = _qkv(jax.random.key(21), B=B, T=T, S=S, N=N, M=2, K=K)
+    cot = jax.random.normal(jax.random.key(22), (B, T, N, K))
+    mask = masks.lengths_to_attention_mask(jnp.array([S, 4]), S)
+    bias = jax.random.normal(jax.random.key(23), (B, 1, T, S))
+    kw = dict(mask=mask, causal=True, dropout_rate=0.2, key=jax.random.key(24))
+
+    def loss(impl):
+        return lambda q, k, v, bias: jnp.sum(cot * attention.dot_product_attention(
+            q, k, v, bias=bias, implementation=impl, **kw))
+
+    chunked = jax.jit(jax.value_and_grad(loss("xla"), (0, 1, 2, 3)))(q, k, v, bias)
+    whole = jax.jit(jax.value_and_grad(loss("xla_autodiff"), (0, 1, 2, 3)))(q, k, v, bias)
+    np.testing.assert_allclose(float(chunked[0]), float(whole[0]), rtol=1e-5)
+    for a, b in zip(chunked[1], whole[1], strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5)
+    # The chunks really are taken: the jaxpr holds one score einsum per chunk.
+    causal = lambda q, k, v: attention.dot_product_attention(q, k, v, causal=True)
+    jaxpr = str(jax.make_jaxpr(causal)(q, k, v))
+    assert jaxpr.count("custom_vjp_call") == 4
