@@ -94,10 +94,9 @@ class ArrayIterator:
             rng = np.random.default_rng([self.seed, self.epoch])
             order = rng.permutation(self.n) if self.shuffle else np.arange(self.n)
             if self.bucket is not None:
-                order = order[np.argsort(self.bucket[order], kind="stable")]  # grouped, shuffled within
                 bs, batches = self.batch_size, []
                 for b in range(self.num_buckets):
-                    rows = order[self.bucket[order] == b]
+                    rows = order[self.bucket[order] == b]  # bucket b's rows, in this epoch's shuffled order
                     batches += [rows[i:i + bs] for i in range(0, len(rows) - bs + 1, bs)]
                 if self.shuffle:
                     batches = [batches[i] for i in rng.permutation(len(batches))]

@@ -83,9 +83,8 @@ class SentimentRNN(nnx.Module):
         self.embed_dropout, self.dropout = float(embed_dropout), float(dropout)
         self.word_dropout, self.unk_id = float(word_dropout), int(unk_id)
         self.embed = Embedding(vocab_size, embed_dim, init_scale=embed_init, rngs=rngs)
-        self.rnn = RNN(embed_dim, hidden, cell=cell, num_layers=num_layers,
-                                  bidirectional=bidirectional, dropout=dropout,
-                                  recurrent_dropout=recurrent_dropout, rngs=rngs)
+        self.rnn = RNN(embed_dim, hidden, cell=cell, num_layers=num_layers, bidirectional=bidirectional,
+                       dropout=dropout, recurrent_dropout=recurrent_dropout, rngs=rngs)
         self.head = nnx.Linear(self.rnn.out_features, classes, rngs=rngs)
 
     def __call__(self, tokens: jax.Array, lengths: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
