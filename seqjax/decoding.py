@@ -28,6 +28,16 @@ class KVCache(NamedTuple):
     index: jax.Array
 
 
+class CrossKV(NamedTuple):
+    """An encoder output's cross-attention keys/values, projected once per source for all decode steps.
+
+    k, v: [B, S, M, K] (stacked over L decoder layers: [L, B, S, M, K]). Recomputing them at every step
+    would redo L * 2 [B * S, D] x [D, M * K] products per generated token.
+    """
+    k: jax.Array
+    v: jax.Array
+
+
 def init_cache(B: int, S_max: int, M: int, K: int, dtype=jnp.float32) -> KVCache:
     """An empty cache for B sequences of up to S_max positions, M K/V heads of width K."""
     zeros = jnp.zeros((B, S_max, M, K), dtype)

@@ -80,12 +80,18 @@ class MultiHeadAttention(nnx.Module):
     def init_cache(self, batch_size: int, max_len: int, dtype=jnp.float32) -> decoding.KVCache:
         return decoding.init_cache(batch_size, max_len, self.num_kv_heads, self.head_dim, dtype)
 
-    def __call__(self, x: jax.Array, context: jax.Array | None = None, mask: jax.Array | None = None, *,
+    def project_context(self, context: jax.Array) -> decoding.CrossKV:
+        """context [B, S, Dc] -> its keys and values [B, S, M, K], to pass as `context` at every decode step."""
+        return decoding.CrossKV(*attn_lib.project_kv(self.params(), context))
+
+    def __call__(self, x: jax.Array, context: jax.Array | decoding.CrossKV | None = None,
+                 mask: jax.Array | None = None, *,
                  causal: bool = False, positions: jax.Array | None = None,
                  cache: decoding.KVCache | None = None,
                  key: jax.Array | None = None, return_weights: bool = False,
                  implementation: str | None = None) -> AttentionOutput:
-        """x [B, T, D] attends over context [B, S, Dc] (None: over itself).
+        """x [B, T, D] attends over context [B, S, Dc] (None: over itself), or over `project_context`'s
+        keys/values of it.
 
         positions: int[B, T] or [T] for RoPE (default 0..T-1, or cache.index.. in decode mode).
         cache: self-attention decode mode: the T new keys/values are written at cache.index and the queries
@@ -93,7 +99,13 @@ class MultiHeadAttention(nnx.Module):
         """
         p = self.params()
         q = attn_lib.project_q(p, x)
-        k, v = attn_lib.project_kv(p, x if context is None else context)
+        if isinstance(context, decoding.CrossKV):
+            k, v = context
+            if k.shape[0] != x.shape[0] or k.shape[2:] != (self.num_kv_heads, self.head_dim):
+                raise ValueError(f"context: projected keys must be [B, S, M, K] = [{x.shape[0]}, S, "
+                                 f"{self.num_kv_heads}, {self.head_dim}], got {tuple(k.shape)}")
+        else:
+            k, v = attn_lib.project_kv(p, x if context is None else context)
         if self.rope and context is None:
             if positions is None:
                 start = 0 if cache is None else cache.index
@@ -229,19 +241,27 @@ class LayerStack(nnx.Module):
         self.num_layers, self.remat = num_layers, remat
 
     def __call__(self, x: jax.Array, *, cache: decoding.KVCache | None = None, key: jax.Array | None = None,
-                 **block_kwargs) -> BlockOutput:
+                 per_layer: dict[str, Any] | None = None, **block_kwargs) -> BlockOutput:
         """Apply the L blocks in order; cache (if any) is stacked [L, ...]; weights come back as [L, ...].
 
-        Equivalent to:
+        per_layer: block arguments that differ by layer, each stacked [L, ...] (e.g. the decoder's projected
+        cross-attention keys/values); block_kwargs go to every layer as they are. Equivalent to:
             for l in range(L):
-                x, cache[l], weights[l] = block[l](x, cache=cache[l], key=keys[l], **block_kwargs)
+                x, cache[l], weights[l] = block[l](x, cache=cache[l], key=keys[l],
+                                                   **{k: a[l] for k, a in per_layer.items()}, **block_kwargs)
         """
         graphdef, state = nnx.split(self.blocks)
         keys = None if key is None else jax.random.split(key, self.num_layers)
+        per_layer = per_layer or {}
+        for name, tree in per_layer.items():
+            if name in block_kwargs or any(a.shape[0] != self.num_layers for a in jax.tree.leaves(tree)):
+                raise ValueError(f"per_layer[{name!r}]: expected arrays stacked [L = {self.num_layers}, ...] "
+                                 "and a name not also given to every layer")
 
         def body(x, xs):
-            layer_state, layer_key, layer_cache = xs
-            out = nnx.merge(graphdef, layer_state)(x, cache=layer_cache, key=layer_key, **block_kwargs)
+            layer_state, layer_key, layer_cache, layer_args = xs
+            out = nnx.merge(graphdef, layer_state)(x, cache=layer_cache, key=layer_key, **layer_args,
+                                                   **block_kwargs)
             return out.x, (out.cache, out.weights)
 
         if self.remat:
@@ -251,7 +271,7 @@ class LayerStack(nnx.Module):
             # (GELU, LayerNorm) are recomputed in the backward pass rather than stacked [L, ...] in memory,
             # which made the scanned train step ~30% slower than an unrolled loop on CPU.
             body = jax.checkpoint(body, policy=_LAYER_POLICY)
-        x, (cache, weights) = jax.lax.scan(body, x, (state, keys, cache))
+        x, (cache, weights) = jax.lax.scan(body, x, (state, keys, cache, per_layer))
         return BlockOutput(x, cache, weights)
 
 
@@ -516,13 +536,27 @@ class EncoderDecoder(nnx.Module):
                                                    implementation=implementation)
         return memory, valid, w
 
-    def decode_embeddings(self, y: jax.Array, memory: jax.Array, src_valid: jax.Array, *, offset=0,
-                          cache=None,
+    def project_memory(self, memory: jax.Array) -> decoding.CrossKV:
+        """Encoder output [B, S, D] -> every decoder layer's cross-attention keys/values [L, B, S, M, K].
+
+        Decoding passes these in place of `memory`, so they are projected once per source, not per token.
+        """
+        graphdef, state = nnx.split(self.layers.blocks)
+        # [L]-stacked block parameters: vmap projects the same memory with each layer's weights.
+        return jax.vmap(lambda layer: nnx.merge(graphdef, layer).cross_attn.project_context(memory))(state)
+
+    def decode_embeddings(self, y: jax.Array, memory: jax.Array | decoding.CrossKV, src_valid: jax.Array, *,
+                          offset=0, cache=None,
                           key=None, return_attention=False, implementation=None):
-        """Target embeddings y [B, T, D] -> (logits [B, T, V], cache, {"self", "cross"} weights or {})."""
+        """Target embeddings y [B, T, D] -> (logits [B, T, V], cache, {"self", "cross"} weights or {}).
+
+        memory: the encoder output [B, S, D], or `project_memory(memory)`.
+        """
         k_emb, k_stack = _keys(key, 2)
         y = dropout(self.pos(y, offset), self.dropout_rate, k_emb)
-        out = self.layers(y, cache=cache, key=k_stack, context=memory,
+        context = ({"per_layer": {"context": memory}} if isinstance(memory, decoding.CrossKV)
+                   else {"context": memory})
+        out = self.layers(y, cache=cache, key=k_stack, **context,
                           context_mask=masks_lib.cross_attention_mask(src_valid),
                           return_attention=return_attention,
                           implementation=implementation)
@@ -555,8 +589,12 @@ class EncoderDecoder(nnx.Module):
         one = decoding.init_cache(batch_size, S, self.num_kv_heads, self.head_dim, dtype)
         return jax.tree.map(lambda a: jnp.broadcast_to(a, (self.layers.num_layers, *a.shape)), one)
 
-    def decode(self, tokens: jax.Array, memory: jax.Array, src_valid: jax.Array, cache: decoding.KVCache):
-        """Feed target tokens int[B, t] after the cached prefix: (logits [B, t, V], updated cache)."""
+    def decode(self, tokens: jax.Array, memory: jax.Array | decoding.CrossKV, src_valid: jax.Array,
+               cache: decoding.KVCache):
+        """Feed target tokens int[B, t] after the cached prefix: (logits [B, t, V], updated cache).
+
+        memory: the encoder output [B, S, D], or (cheaper when decoding many steps) `project_memory(memory)`.
+        """
         _check_cache_room(cache, tokens.shape[1])
         logits, cache, _ = self.decode_embeddings(self.embed(tokens), memory, src_valid,
                                                   offset=cache.index[0],
@@ -584,13 +622,15 @@ class EncoderDecoder(nnx.Module):
 def _generate_seq2seq(model: EncoderDecoder, src, src_lengths, key, *, max_new_tokens, bos_id, eos_id, pad_id,
                       beam_size, alpha, temperature, top_k, top_p):
     memory, valid, _ = model.encode(src, src_lengths)
+    cross = model.project_memory(memory)  # [L, B, S, M, K]
     B, W = src.shape[0], beam_size
     if W > 1:  # every beam row b * W + w attends to source b
-        memory, valid = jnp.repeat(memory, W, axis=0), jnp.repeat(valid, W, axis=0)
+        cross = jax.tree.map(lambda a: jnp.repeat(a, W, axis=1), cross)
+        valid = jnp.repeat(valid, W, axis=0)
     cache = model.init_cache(B * W, max_new_tokens)
 
     def step_fn(tokens, cache):
-        logits, cache = model.decode(tokens, memory, valid, cache)
+        logits, cache = model.decode(tokens, cross, valid, cache)
         return logits[:, -1], cache
 
     prompt = jnp.full((B, 1), bos_id, jnp.int32)

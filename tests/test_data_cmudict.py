@@ -32,6 +32,20 @@ def test_load_filters_and_strips_stress(tmp_path):
     assert stressed[-1] == ["T", "AH0", "M", "EY1", "T", "OW2"]
 
 
+def test_load_pronunciations_keeps_every_distinct_alternate(tmp_path):
+    p = tmp_path / "cmudict.dict"
+    p.write_text(SAMPLE + "abc(2) EY2 B IY2 S IY2\n", encoding="utf-8")
+    every = cmudict.load_pronunciations(p)
+    assert list(every) == ["a", "abc", "read", "tomato"]
+    assert every["read"] == [["R", "EH", "D"], ["R", "IY", "D"]]
+    assert every["abc"] == [["EY", "B", "IY", "S", "IY"]]  # abc(2) differs only in stress
+    assert len(cmudict.load_pronunciations(p, keep_stress=True)["abc"]) == 2
+    words, prons = cmudict.load_cmudict(p)
+    assert prons == [every[w][0] for w in words]
+    p.write_text("zed Z EH1 D\n", encoding="utf-8")  # a changed file is read again, not served from memo
+    assert list(cmudict.load_pronunciations(p)) == ["zed"]
+
+
 def test_malformed_line_names_file_and_line(tmp_path):
     p = tmp_path / "bad.dict"
     p.write_text("abc EY1 B\nbroken line with lowercase\n", encoding="utf-8")

@@ -56,6 +56,7 @@ def test_sentiment_smoke(tmp_path):
 def test_g2p_smoke(tmp_path):
     final = run("g2p_rnn", "smoke", tmp_path)
     assert 0.0 <= final["test_wer"] <= 1.0 and final["test_per"] >= 0.0
+    assert 0.0 <= final["test_wer_any"] <= final["test_wer"]  # a first-pronunciation match is a match
     examples = json.loads((tmp_path / "g2p_examples.json").read_text())["examples"]["test"]
     assert examples and {"word", "ref", "hyp"} <= set(examples[0])
 

@@ -54,6 +54,7 @@ def test_sentiment_transformer_smoke(tmp_path):
 def test_g2p_transformer_smoke(tmp_path):
     final = run("g2p_transformer", tmp_path)
     assert 0.0 <= final["test_wer"] <= 1.0 and final["test_per"] >= 0.0 and final["beam_size"] == 2
+    assert 0.0 <= final["test_wer_any"] <= final["test_wer"]
     paths = viz.render(str(tmp_path), str(tmp_path / "viz"), text="dog")
     names = sorted(pathlib.Path(p).name for p in paths)
     assert names == ["cross_attention.png", "decoder_self_attention.png"]

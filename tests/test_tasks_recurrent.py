@@ -51,6 +51,15 @@ def test_wer_per_hand_computed():
         g2p.wer_per(refs, hyps[:2])
 
 
+def test_wer_any_counts_a_match_with_any_listed_pronunciation():
+    alternates = [[["R", "EH", "D"], ["R", "IY", "D"]], [["K", "AE", "T"]], [["AH"], ["EY"]]]
+    hyps = [["R", "IY", "D"], ["K", "AA", "T"], ["EY", "EY"]]
+    assert g2p.wer_any(alternates, hyps) == pytest.approx(2 / 3)  # "read" matches its second entry
+    assert g2p.wer_per([a[0] for a in alternates], hyps)[0] == 1.0  # first-pronunciation WER: all wrong
+    with pytest.raises(ValueError, match="alternates, hyps"):
+        g2p.wer_any(alternates, hyps[:1])
+
+
 # ------------------------------------------------------------------------------------------------ forecasting
 
 

@@ -97,11 +97,16 @@ def test_kv_cache_decoding_equals_full_forward(kw):
     assert np.all(np.asarray(cache.index) == 6)
 
 
-def test_seq2seq_cached_decoding_equals_teacher_forcing():
+@pytest.mark.parametrize("projected", [False, True], ids=["memory", "projected_memory"])
+def test_seq2seq_cached_decoding_equals_teacher_forcing(projected):
     model = _s2s(num_kv_heads=2)
     src, lengths = TOKENS % 7, jnp.array([6, 2])
     full = np.asarray(fwd(model, src, TOKENS, lengths))
     memory, valid, _ = nnx.jit(lambda m, s, n: m.encode(s, n))(model, src, lengths)
+    if projected:  # cross-attention keys/values computed once, as generate does
+        memory = nnx.jit(lambda m, x: m.project_memory(x))(model, memory)
+        L, M, K = model.layers.num_layers, model.num_kv_heads, model.head_dim
+        assert memory.k.shape == memory.v.shape == (L, *src.shape, M, K)
     cache = model.init_cache(2, 8)
     logits, cache = s2s_decode(model, TOKENS[:, :2], memory, valid, cache)
     np.testing.assert_allclose(np.asarray(logits), full[:, :2], atol=1e-5)
@@ -273,6 +278,11 @@ def test_bad_inputs_raise():
     mha = tr.MultiHeadAttention(D, N, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="mask: expected a rank-4 array broadcastable"):
         mha(jnp.zeros((2, 5, D)), mask=jnp.ones((2, 1, 5, 4), bool))
+    kv = mha.project_context(jnp.zeros((3, 5, D)))  # [B=3, S=5, M, K]
+    with pytest.raises(ValueError, match=r"context: projected keys must be \[B, S, M, K\] = \[2, S, 4, 4\]"):
+        mha(jnp.zeros((2, 5, D)), kv)
+    with pytest.raises(ValueError, match=r"per_layer\['context'\]: expected arrays stacked \[L = 2"):
+        _s2s().decode(TOKENS[:, :1], kv, jnp.ones((2, 5), bool), _s2s().init_cache(2, 4))  # not [L, ...]
     with pytest.raises(ValueError, match="num_heads: N = 3 must divide the width D = 16"):
         tr.MultiHeadAttention(D, 3, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="num_heads: N = 5 must divide"):

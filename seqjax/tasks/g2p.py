@@ -11,8 +11,9 @@ Model (`config.model.family`): "recurrent" -> `seqjax.models.recurrent.g2p_rnn`,
 `model.generate(src, src_lengths, max_len, beam_size=1) -> tokens [B, max_len]`.
 
 `evaluate` decodes the held-out words (greedy, or beam search with `config.eval.beam_size`) and reports
-WER (a word is wrong if any phoneme differs) and PER (total edit distance / total reference length), plus
-example predictions in the workdir.
+WER (a word is wrong if any phoneme differs from its first pronunciation, the training target), PER (total
+edit distance / total reference length), `wer_any` (wrong only if it matches none of the word's listed
+pronunciations, as most CMUdict papers score), plus example predictions in the workdir.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import numpy as np
 from flax import nnx
 
 from seqjax import losses, masks
-from seqjax.data.cmudict import load_cmudict_splits
+from seqjax.data.cmudict import load_cmudict_splits, load_pronunciations
 from seqjax.data.tokenize import BOS, EOS, PAD, CharVocab
 
 
@@ -49,6 +50,16 @@ def wer_per(refs: Sequence[Sequence], hyps: Sequence[Sequence]) -> tuple[float, 
     return wrong / len(refs), dist / max(1, sum(len(r) for r in refs))
 
 
+def wer_any(alternates: Sequence[Sequence[Sequence]], hyps: Sequence[Sequence]) -> float:
+    """The fraction of words whose hypothesis matches none of the word's listed pronunciations (the scoring
+    of most CMUdict G2P papers; `wer_per` scores against the first pronunciation only, as trained)."""
+    if len(alternates) != len(hyps) or not hyps:
+        raise ValueError(f"alternates, hyps: expected equal non-zero counts, got {len(alternates)} and "
+                         f"{len(hyps)}")
+    return sum(all(list(r) != list(h) for r in alts) for alts, h in zip(alternates, hyps, strict=True)) \
+        / len(hyps)
+
+
 class G2PTask:
     # For train.length_buckets: words average 7.4 letters and 7.3 target tokens, padded to 20 and 20.
     padded_lengths = {"src": "src_lengths", "tgt_in": "tgt_lengths", "tgt_out": "tgt_lengths"}
@@ -62,6 +73,8 @@ class G2PTask:
                 raw[name] = (raw[name][0][: d[key]], raw[name][1][: d[key]])
         self.words = {k: v[0] for k, v in raw.items()}
         self.prons = {k: v[1] for k, v in raw.items()}
+        every = load_pronunciations(keep_stress=d.keep_stress, max_len=d.max_word_len)
+        self.alternates = {k: [every[w] for w in ws] for k, ws in self.words.items()}  # first one = prons
         # Vocabularies from all splits' symbols: the alphabet and phoneme set are closed; this leaks nothing.
         specials = (PAD, BOS, EOS)
         self.src_vocab = CharVocab.fit([w for ws in self.words.values() for w in ws], specials=specials)
@@ -128,6 +141,7 @@ class G2PTask:
             hyps = self.decode(model, splits[name], beam_size=beam)
             wer, per = wer_per(self.prons[name], hyps)
             out[f"{name}_wer"], out[f"{name}_per"] = wer, per
+            out[f"{name}_wer_any"] = wer_any(self.alternates[name], hyps)
             triples = list(zip(self.words[name], self.prons[name], hyps, strict=True))[:40]
             examples[name] = [{"word": w, "ref": " ".join(r), "hyp": " ".join(h)} for w, r, h in triples]
         out["beam_size"] = float(beam)
