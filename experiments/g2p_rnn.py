@@ -14,9 +14,10 @@ Result, AS MEASURED (2026-11-26, 2-core CPU; load average 1.5-2.5: this run and 
     10 unbucketed), GRU H=128, E=64; wall 14 min 39 s (summary.json 875 s, greedy decoding of val + test
     included). Greedy decoding of the 5,874 held-out test words: test WER 33.45%, PER 8.20% (val WER 32.4%,
     PER 7.92%; teacher-forced val token accuracy 93.96%). Goal (WER <= 35%) MET. Counting a word right when
-    it matches any of its listed pronunciations (`test_wer_any`, re-scored from the checkpoint): 31.84%. This run drew its dropout
-    masks with jax.random.bernoulli; seqjax.dropout now draws them from 16-bit uniforms (same rates, other
-    draws), so a rerun gives a different sample of the same training, not these exact digits.
+    it matches any of its listed pronunciations (`test_wer_any`, re-scored from the checkpoint): 31.84%.
+    This run drew its dropout masks with jax.random.bernoulli; seqjax.dropout now draws them from 16-bit
+    uniforms (same rates, other draws), so a rerun gives a different sample of the same training, not these
+    exact digits.
     Earlier runs the same day, without buckets: 6000 steps, test WER 35.9% greedy / 35.8% beam 4 (20 min 44 s
     at load 5-6); 3000 steps, 39.4%. An LSTM (H=128, 4000 steps of 64 words, 14 min 7 s) reached 40.7%.
 Beam search: add `--config.eval.beam_size=4` and run again in the finished workdir (it only evaluates).

@@ -81,7 +81,7 @@ class MultiHeadAttention(nnx.Module):
         return decoding.init_cache(batch_size, max_len, self.num_kv_heads, self.head_dim, dtype)
 
     def project_context(self, context: jax.Array) -> decoding.CrossKV:
-        """context [B, S, Dc] -> its keys and values [B, S, M, K], to pass as `context` at every decode step."""
+        """context [B, S, Dc] -> keys and values [B, S, M, K], to pass as `context` at each decode step."""
         return decoding.CrossKV(*attn_lib.project_kv(self.params(), context))
 
     def __call__(self, x: jax.Array, context: jax.Array | decoding.CrossKV | None = None,
