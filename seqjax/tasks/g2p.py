@@ -26,7 +26,7 @@ import numpy as np
 from flax import nnx
 
 from seqjax import losses, masks
-from seqjax.data.cmudict import load_cmudict_splits, load_pronunciations
+from seqjax.data.cmudict import load_pronunciations, split_by_word
 from seqjax.data.tokenize import BOS, EOS, PAD, CharVocab
 
 
@@ -67,14 +67,16 @@ class G2PTask:
     def __init__(self, config):
         self.config = config
         d = config.data
-        raw = load_cmudict_splits(d.split_seed, keep_stress=d.keep_stress, max_len=d.max_word_len)
+        # Every listed pronunciation is kept for `wer_any`; the first is the training target. The split is
+        # that of load_cmudict_splits (same words, same order, same permutation).
+        every = load_pronunciations(keep_stress=d.keep_stress, max_len=d.max_word_len)
+        raw = split_by_word(list(every), list(every.values()), d.split_seed)
         for name, key in (("train", "max_train"), ("val", "max_eval"), ("test", "max_eval")):
             if d.get(key, 0):  # smoke runs: subsets
                 raw[name] = (raw[name][0][: d[key]], raw[name][1][: d[key]])
         self.words = {k: v[0] for k, v in raw.items()}
-        self.prons = {k: v[1] for k, v in raw.items()}
-        every = load_pronunciations(keep_stress=d.keep_stress, max_len=d.max_word_len)
-        self.alternates = {k: [every[w] for w in ws] for k, ws in self.words.items()}  # first one = prons
+        self.alternates = {k: v[1] for k, v in raw.items()}
+        self.prons = {k: [alts[0] for alts in v] for k, v in self.alternates.items()}
         # Vocabularies from all splits' symbols: the alphabet and phoneme set are closed; this leaks nothing.
         specials = (PAD, BOS, EOS)
         self.src_vocab = CharVocab.fit([w for ws in self.words.values() for w in ws], specials=specials)
