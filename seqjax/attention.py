@@ -244,6 +244,7 @@ class MultiHeadParams(NamedTuple):
     bk: jax.Array | None = None
     bv: jax.Array | None = None
     bo: jax.Array | None = None
+    BIASES = ("bq", "bk", "bv", "bo")  # additive offsets (seqjax.nn.params: never weight-decayed)
 
 
 def head_dims(d_model: int, num_heads: int, num_kv_heads: int | None = None,

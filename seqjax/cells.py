@@ -38,6 +38,7 @@ class RNNParams(NamedTuple):
     w_x: jax.Array  # [D, H]
     w_h: jax.Array  # [H, H]
     b: jax.Array  # [H]
+    BIASES = ("b",)  # the fields that are additive offsets (seqjax.nn.params: never weight-decayed)
 
 
 class LSTMParams(NamedTuple):
@@ -45,6 +46,7 @@ class LSTMParams(NamedTuple):
     w_x: jax.Array  # [D, 4H]
     w_h: jax.Array  # [H, 4H]
     b: jax.Array  # [4H]  (= PyTorch bias_ih + bias_hh)
+    BIASES = ("b",)
 
 
 class GRUParams(NamedTuple):
@@ -53,6 +55,7 @@ class GRUParams(NamedTuple):
     w_h: jax.Array  # [H, 3H]
     b_x: jax.Array  # [3H]  (= PyTorch bias_ih)
     b_h: jax.Array  # [3H]  (= PyTorch bias_hh)
+    BIASES = ("b_x", "b_h")
 
 
 class HiddenState(NamedTuple):

@@ -1,63 +1,163 @@
-"""The base experiment config: every experiment's `get_config(arg)` starts from `base()` and fills it in.
+"""Experiment configs: every key is a constructor argument, declared from the constructor's signature.
 
-Fields (units and meaning):
+An experiment's `get_config(arg)` starts from `base(task, model_name)`:
 
-- seed: int. Seeds model init, data shuffling and dropout. The dropout key of step s is
-  `fold_in(fold_in(PRNGKey(seed), s), micro_batch)`, so a resumed run draws the same numbers.
-- task: str. Module under `seqjax.tasks` (or a full dotted path) exposing `build(config) -> Task`.
-- data, model: ConfigDicts owned by the task (empty here; experiments add fields).
-- optim.name: "adamw" | "adam" | "sgd" (sgd uses `momentum`; 0 gives plain SGD).
-- optim.lr: peak learning rate, reached after `warmup_steps` of linear warmup from 0.
-- optim.b1, optim.b2, optim.eps: Adam moments and epsilon.
-- optim.weight_decay: decoupled decay for adamw, L2 added to the gradient for sgd, ignored by adam;
-  applied only to weights of rank >= 2 whose path names no bias or norm scale (see optim.decay_mask).
-- optim.momentum: SGD momentum (0 = none); nesterov: bool.
-- optim.schedule: "cosine" | "linear" | "constant": decay after warmup, to `lr * end_lr_factor` at the end.
-- optim.warmup_steps, optim.end_lr_factor.
-- optim.clip_norm: global gradient-norm clip (0 or None = off).
-- optim.accum_steps: split each global batch into this many micro-batches, summed by a scan inside one step
-  (one optimiser update per train step; see train.py).
-- train.steps: optimiser updates. train.batch_size: global batch (over all devices and processes).
-- train.length_buckets: 1 = batches of any rows, padded to the split's width. N > 1 = each batch from one of N
+- `config.task` names a task class (short name in `seqjax.tasks.TASKS`, or "module:Class"), and
+  `config.data` holds exactly that class's keyword arguments: data set, split, loss and evaluation options.
+- `config.model_name` names a model class (short name in `seqjax.models.MODELS`, or "module:Class"), and
+  `config.model` holds exactly that class's keyword arguments.
+- `config.optim`: the optimiser (seqjax/optim.py: the fields of the named optimiser and no others).
+- `config.train`: the trainer (below). `config.distributed`: multi-process setup. `config.seed`.
+
+`base` fills `config.data` and `config.model` with every keyword argument of the two constructors, each with
+the constructor's own default, so the command line can set any of them (`--config.model.attention_dropout=0.1`)
+and no default lives anywhere else. The sections are locked: assigning a key that is not an argument is an
+error at once. The constructors' arguments without a default are not config keys: the task derives them from
+its data (`task.model_args()`, e.g. the vocabulary size). `construct` is the one place a config section
+becomes a constructor call; it names any key that does not fit.
+
+Trainer fields (`config.train`), units and meaning:
+- steps: optimiser updates. batch_size: the global batch (over all devices and processes).
+- length_buckets: 1 = batches of any rows, padded to the split's width. N > 1 = each batch from one of N
   length buckets, cut to that bucket's width (tasks that declare `padded_lengths`; see data/iterators.py).
-- train.eval_every / eval_batches: evaluate on `val` every N steps (0 = only at the end) on this many batches
+- eval_every / eval_batches: evaluate on `val` every N steps (0 = only at the end) on this many batches
   (0 = the whole split, last batch wrapped around).
-- train.log_every: console/metrics line every N steps. train.checkpoint_every: save every N steps (0 = only at
-  the end); keep_checkpoints: how many to keep; async_checkpoints: save in a background thread.
-- train.parallel: "mesh" (jit over a 1-D device mesh, axis "data"; default), "pmap", or "none" (one device).
-- train.mixed_precision: bf16 compute with f32 params and optimiser state.
-- train.init_from: path of another run's workdir or checkpoint step dir whose params initialise this run.
-- train.plots: write training-curve PNGs at the end.
-- train.debug_kill_at_step: test hook: once the checkpoint at this step is on disk, SIGKILL itself (0 = off).
-- distributed.coordinator_address / num_processes / process_id: for jax.distributed.initialize; empty/None
-  means single process.
+- log_every: console/metrics line every N steps. checkpoint_every: save every N steps (0 = only at the end);
+  keep_checkpoints: how many to keep; async_checkpoints: save in a background thread.
+- parallel: "mesh" (jit over a 1-D device mesh, axis "data"), "pmap", or "none" (a mesh of one device).
+- mixed_precision: bf16 compute with f32 params and optimiser state.
+- init_from: path of another run's workdir or checkpoint step dir whose params initialise this run.
+- plots: write training-curve PNGs at the end.
+The dropout key of step s is `fold_in(fold_in(PRNGKey(seed), s), micro_batch)`, so a resumed run draws the
+same numbers. distributed.coordinator_address / num_processes / process_id: for jax.distributed.initialize;
+an empty address means a single process.
 """
 from __future__ import annotations
 
+import importlib
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
 import ml_collections
+from ml_collections import config_dict
 
 
-def base() -> ml_collections.ConfigDict:
+class ConfigError(ValueError):
+    """A config key that is not a constructor argument, or a constructor argument the config cannot set."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Names -> classes
+# ----------------------------------------------------------------------------------------------------------
+
+
+def import_object(name: str, registry: Mapping[str, str], what: str) -> Any:
+    """A registered short name (registry: name -> "module:attr") or a "module:attr" path -> the object."""
+    if not name:
+        raise ConfigError(f"{what}: empty; use one of {sorted(registry)} or 'module:Class'")
+    path = registry.get(name, name)
+    if ":" not in path:
+        raise ConfigError(f"{what}: unknown name {name!r}; use one of {sorted(registry)} or 'module:Class'")
+    module_name, _, attr = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name is not None and module_name.startswith(e.name):  # that very module is missing
+            raise ConfigError(f"{what}: no module {module_name!r} (from {name!r})") from e
+        raise
+    if not hasattr(module, attr):
+        raise ConfigError(f"{what}: module {module_name!r} has no {attr!r}")
+    return getattr(module, attr)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Constructor signatures -> config sections
+# ----------------------------------------------------------------------------------------------------------
+
+# Arguments a constructor receives from the framework, never from a config: NNX's random streams.
+FRAMEWORK_ARGUMENTS = ("rngs",)
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def _parameters(cls) -> list[inspect.Parameter]:
+    params = list(inspect.signature(cls).parameters.values())
+    bad = [p.name for p in params if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if bad:
+        raise TypeError(f"{cls.__name__}: *args/**kwargs ({bad}) cannot be config keys; name every argument")
+    return [p for p in params if p.name not in FRAMEWORK_ARGUMENTS]
+
+
+def config_arguments(cls) -> dict[str, inspect.Parameter]:
+    """The constructor's arguments with a default: the config keys."""
+    return {p.name: p for p in _parameters(cls) if p.default is not p.empty}
+
+
+def data_arguments(cls) -> list[str]:
+    """The constructor's arguments without a default: supplied by the task from its data."""
+    return [p.name for p in _parameters(cls) if p.default is p.empty]
+
+
+def _field(cls, p: inspect.Parameter):
+    """A config value for parameter p: its default, or a typed placeholder for a None default."""
+    if p.default is not None:
+        return p.default
+    names = [s.strip() for s in str(p.annotation).split("|") if s.strip() != "None"]
+    if len(names) != 1 or names[0] not in _TYPES:
+        raise TypeError(f"{cls.__name__}.{p.name}: a None default needs an annotation 'T | None' with T in "
+                        f"{sorted(_TYPES)}, got {p.annotation!r}")
+    return config_dict.placeholder(_TYPES[names[0]])
+
+
+def fields(cls, **values) -> ml_collections.ConfigDict:
+    """Every config key of `cls` with its default, `values` set on top (each must be a key)."""
+    args = config_arguments(cls)
+    unknown = sorted(set(values) - set(args))
+    if unknown:
+        raise ConfigError(f"{cls.__name__} has no keyword argument {', '.join(unknown)}; its config keys: "
+                          f"{', '.join(args)}")
+    section = ml_collections.ConfigDict({name: _field(cls, p) for name, p in args.items()})
+    for name, value in values.items():
+        section[name] = value
+    return section
+
+
+def construct(cls, section: str, values: Mapping[str, Any], **data_args):
+    """`cls(**data_args, **values)`, after checking every key of `config.<section>` is an argument that a
+    config may set, and that the data arguments are exactly the ones without a default."""
+    values = {k: values[k] for k in values.keys()}  # reads every key once (tests record these reads)
+    args, data = config_arguments(cls), data_arguments(cls)
+    unknown = [k for k in values if k not in args and k not in data]
+    if unknown:
+        raise ConfigError(f"config.{section}: {cls.__name__} takes no argument {', '.join(unknown)}; "
+                          f"its config keys: {', '.join(args)}")
+    derived = [k for k in values if k in data]
+    if derived:
+        raise ConfigError(f"config.{section}: {', '.join(derived)} of {cls.__name__} come from the data "
+                          "(set by the task); remove them from the config")
+    given = {k for k in data_args if k not in FRAMEWORK_ARGUMENTS}
+    if given != set(data):
+        raise TypeError(f"{cls.__name__}: the task supplies {sorted(given)}, the constructor needs "
+                        f"{sorted(data)} from the data")
+    return cls(**data_args, **values)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The base config
+# ----------------------------------------------------------------------------------------------------------
+
+
+def base(task: str, model_name: str, *, optimizer: str = "adamw") -> ml_collections.ConfigDict:
+    """A locked config for `task` (a task name or "module:Class") and `model_name`, every key declared."""
+    from seqjax import models, optim, tasks  # the registries import the classes only when asked
+
     c = ml_collections.ConfigDict()
     c.seed = 0
-    c.task = ""
-    c.data = ml_collections.ConfigDict()
-    c.model = ml_collections.ConfigDict()
-
-    c.optim = o = ml_collections.ConfigDict()
-    o.name = "adamw"
-    o.lr = 1e-3
-    o.b1 = 0.9
-    o.b2 = 0.999
-    o.eps = 1e-8
-    o.weight_decay = 0.0
-    o.momentum = 0.9
-    o.nesterov = False
-    o.schedule = "cosine"
-    o.warmup_steps = 0
-    o.end_lr_factor = 0.0
-    o.clip_norm = 1.0
-    o.accum_steps = 1
+    c.task = task
+    c.data = fields(tasks.get(task))
+    c.model_name = model_name
+    c.model = fields(models.get(model_name))
+    c.optim = optim.optimizer_fields(optimizer)
 
     c.train = t = ml_collections.ConfigDict()
     t.steps = 1000
@@ -73,12 +173,12 @@ def base() -> ml_collections.ConfigDict:
     t.mixed_precision = False
     t.init_from = ""
     t.plots = True
-    t.debug_kill_at_step = 0
 
     c.distributed = d = ml_collections.ConfigDict()
     d.coordinator_address = ""
     d.num_processes = 1
     d.process_id = 0
+    c.lock()
     return c
 
 

@@ -58,3 +58,8 @@ def dropout_mask(key: jax.Array | None, rate: float, shape: tuple[int, ...],
     if key is None or rate == 0.0:
         return None
     return keep_mask(key, rate, shape).astype(dtype) / keep_probability(rate)
+
+
+def split_keys(key: jax.Array | None, n: int) -> list[jax.Array | None]:
+    """n independent keys from `key`, or n Nones when key is None (evaluation: every dropout stays off)."""
+    return [None] * n if key is None else list(jax.random.split(key, n))

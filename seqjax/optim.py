@@ -15,44 +15,66 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 
-# A parameter whose path has a component containing one of these is never decayed, whatever its rank;
-# "ln" only as a whole component or prefix ("ln", "ln_f"), as nanoGPT names its LayerNorms.
-NO_DECAY_NAMES = ("bias", "scale", "norm")
+# Every optimiser's config keys: the shared ones, then its own (and no others: a key the optimiser would not
+# read is an error, see check_fields).
+SHARED_FIELDS = {"name": "adamw", "lr": 1e-3, "schedule": "cosine", "warmup_steps": 0, "end_lr_factor": 0.0,
+                 "clip_norm": 1.0, "accum_steps": 1}
+OPTIMIZER_FIELDS = {
+    "adamw": {"b1": 0.9, "b2": 0.999, "eps": 1e-8, "weight_decay": 0.0},
+    "adam": {"b1": 0.9, "b2": 0.999, "eps": 1e-8},
+    "sgd": {"momentum": 0.9, "nesterov": False, "weight_decay": 0.0},
+}
 
 
-def _path_names(path) -> list[str]:
-    names = []
-    for k in path:
-        for attr in ("key", "name", "idx"):
-            if hasattr(k, attr):
-                names.append(str(getattr(k, attr)).lower())
-                break
-    return names
+def optimizer_fields(name: str) -> ml_collections.ConfigDict:
+    """The config section of optimiser `name` with its defaults (every key it reads, no other)."""
+    if name not in OPTIMIZER_FIELDS:
+        raise ValueError(f"optim.name: expected one of {sorted(OPTIMIZER_FIELDS)}, got {name!r}")
+    return ml_collections.ConfigDict({**SHARED_FIELDS, "name": name, **OPTIMIZER_FIELDS[name]})
+
+
+def check_fields(optim) -> None:
+    """optim's keys must be exactly those of its optimiser: the shared ones plus its own."""
+    if optim.name not in OPTIMIZER_FIELDS:
+        raise ValueError(f"optim.name: expected one of {sorted(OPTIMIZER_FIELDS)}, got {optim.name!r}")
+    expected = set(SHARED_FIELDS) | set(OPTIMIZER_FIELDS[optim.name])
+    keys = set(optim.keys())
+    if keys != expected:
+        extra, missing = sorted(keys - expected), sorted(expected - keys)
+        raise ValueError(f"optim: {optim.name!r} reads {sorted(OPTIMIZER_FIELDS[optim.name])} besides the "
+                         f"shared keys" + (f"; it does not read {extra}" if extra else "")
+                         + (f"; missing {missing}" if missing else "")
+                         + " (start the config from configs.base(..., optimizer=NAME))")
 
 
 def decay_mask(params: Any) -> Any:
-    """True where weight decay applies: arrays of rank >= 2 whose path names no bias or norm scale.
+    """True for the parameters weight decay applies to: those declared `seqjax.nn.Kernel` (dense, attention,
+    recurrent and embedding kernels). Biases, norm scales and offsets, position tables and class tokens are
+    never decayed. A parameter without a declared role (a plain `nnx.Param`) is an error, not a guess."""
+    from flax import nnx
 
-    Embeddings (rank 2) are decayed, as in nanoGPT; biases and LayerNorm/RMSNorm scales (rank 1, or a path
-    component containing "bias", "scale" or "norm") are not.
-    """
+    from seqjax.nn.params import DECAYED_ROLES, UNDECAYED_ROLES
 
-    def decide(path, x):
-        names = _path_names(path)
-        named_off = any(any(n in name for n in NO_DECAY_NAMES) or name == "ln" or name.startswith("ln_")
-                        for name in names)
-        return bool(jnp.ndim(x) >= 2 and not named_off)
+    def decide(path, variable):
+        if isinstance(variable, DECAYED_ROLES):
+            return True
+        if isinstance(variable, UNDECAYED_ROLES):
+            return False
+        name = "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+        raise ValueError(f"weight decay: parameter {name!r} is a {type(variable).__name__} with no declared "
+                         "role; create it as seqjax.nn.Kernel (decayed) or Bias / Norm / Position / ClassToken")
 
-    return jax.tree_util.tree_map_with_path(decide, params)
+    return jax.tree_util.tree_map_with_path(decide, params, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
 def make_schedule(optim, total_steps: int) -> optax.Schedule:
     """Linear warmup from 0 to `optim.lr` over `warmup_steps`, then cosine/linear decay to `lr*end_lr_factor`
     at `total_steps` (or constant)."""
     lr, warmup = float(optim.lr), int(optim.warmup_steps)
-    end = lr * float(optim.get("end_lr_factor", 0.0))
+    end = lr * float(optim.end_lr_factor)
     if warmup < 0 or warmup > total_steps:
         raise ValueError(f"optim.warmup_steps: expected 0 <= warmup_steps <= train.steps={total_steps}, "
                          f"got {warmup}")
@@ -74,20 +96,20 @@ def make_optimizer(optim, total_steps: int) -> tuple[optax.GradientTransformatio
     """(transformation, schedule): clip by global norm, then the named optimiser with the decay mask.
 
     For "sgd", weight decay is L2 added to the gradient before momentum (optax.add_decayed_weights);
-    for "adamw" it is decoupled (Loshchilov & Hutter); "adam" ignores weight_decay.
+    for "adamw" it is decoupled (Loshchilov & Hutter); "adam" has no weight decay (no such key).
     """
+    check_fields(optim)
     schedule = make_schedule(optim, total_steps)
-    wd = float(optim.weight_decay)
     if optim.name == "adamw":
-        core = optax.adamw(schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps, weight_decay=wd,
-                           mask=decay_mask)
+        core = optax.adamw(schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps, weight_decay=float(optim.weight_decay),
+                           mask=decay_mask if optim.weight_decay else None)
     elif optim.name == "adam":
         core = optax.adam(schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps)
     elif optim.name == "sgd":
         momentum = float(optim.momentum) or None
-        core = optax.sgd(schedule, momentum=momentum, nesterov=bool(optim.get("nesterov", False)))
-        if wd:
-            core = optax.chain(optax.add_decayed_weights(wd, mask=decay_mask), core)
+        core = optax.sgd(schedule, momentum=momentum, nesterov=bool(optim.nesterov))
+        if optim.weight_decay:
+            core = optax.chain(optax.add_decayed_weights(float(optim.weight_decay), mask=decay_mask), core)
     else:
         raise ValueError(f"optim.name: expected 'adamw', 'adam' or 'sgd', got {optim.name!r}")
     parts = []

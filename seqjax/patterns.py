@@ -209,6 +209,7 @@ class Seq2SeqParams(NamedTuple):
     w_c: jax.Array | None  # [2H, H], Luong's attentional layer
     w_out: jax.Array  # [H, V_tgt], or [2H, V_tgt] for bahdanau
     b_out: jax.Array  # [V_tgt]
+    BIASES = ("b_out",)  # additive offsets (seqjax.nn.params: never weight-decayed)
 
 
 class Encoded(NamedTuple):

@@ -1,8 +1,11 @@
-"""The Task contract between the trainer (`seqjax/train.py`) and an experiment.
+"""The contract between the trainer (`seqjax/train.py`) and an experiment, and how a config builds both sides.
 
-An experiment's config names a task module in `config.task`: either a module under `seqjax.tasks`
-("copy" means `seqjax.tasks.copy`) or a full dotted path ("experiments.toy_smoke"). That module exposes
-`build(config) -> Task`. The trainer owns the rest: optimiser, jit/pmap, sharding, checkpoints, logging.
+`config.task` names a task class and `config.data` holds its keyword arguments; `config.model_name` names a
+model class and `config.model` holds its keyword arguments (seqjax/configs.py). The trainer owns the rest:
+optimiser, jit/pmap, sharding, checkpoints, logging.
+
+    task = build_task(config)                    # TaskClass(**config.data)
+    model = build_model(config, task, rngs)      # ModelClass(**config.model, **task.model_args(), rngs=rngs)
 
 Optional: a task whose arrays are padded along axis 1 may set `padded_lengths = {array: lengths array}`
 (e.g. {"src": "src_lengths"}); `config.train.length_buckets > 1` then batches rows of similar length and cuts
@@ -10,12 +13,14 @@ the padding (data/iterators.py). Its `loss` must then accept any width up to the
 """
 from __future__ import annotations
 
-import importlib
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import jax
 import numpy as np
 from flax import nnx
+
+from seqjax import configs, models, tasks
 
 
 @runtime_checkable
@@ -23,8 +28,8 @@ class Task(Protocol):
     def data(self) -> dict[str, dict[str, np.ndarray]]:
         """Splits ('train', 'val', optionally 'test'): each a dict of arrays with a common leading N."""
 
-    def model(self, rngs: nnx.Rngs) -> nnx.Module:
-        """A freshly initialised model. It must not keep an `nnx.Rngs`: randomness comes in through `key`."""
+    def model_args(self) -> dict[str, Any]:
+        """The model's constructor arguments that come from the data (vocabulary sizes, classes, ...)."""
 
     def loss(
         self, model: nnx.Module, batch: dict[str, jax.Array], key: jax.Array | None
@@ -37,31 +42,39 @@ class Task(Protocol):
         """Final report after training (test metrics, baselines, figures in workdir). May be slow."""
 
 
-def task_module(name: str) -> Any:
-    """Import the module named by `config.task`: a short name under seqjax.tasks, or a full dotted path."""
-    if not name:
-        raise ValueError("config.task: empty; set it to a module under seqjax.tasks or a dotted path")
-    candidates = [name] if "." in name else [f"seqjax.tasks.{name}"]
-    errors = []
-    for candidate in candidates:
-        try:
-            module = importlib.import_module(candidate)
-        except ModuleNotFoundError as e:
-            # Only swallow "this very module does not exist", not a missing import inside it.
-            if e.name is not None and candidate.startswith(e.name):
-                errors.append(candidate)
-                continue
-            raise
-        if not hasattr(module, "build"):
-            raise ValueError(f"config.task: module {candidate!r} has no build(config) -> Task")
-        return module
-    raise ValueError(f"config.task: no module named {' or '.join(map(repr, errors))}")
-
-
 def build_task(config) -> Task:
-    """`task_module(config.task).build(config)`, checked against the Task protocol."""
-    task = task_module(config.task).build(config)
-    missing = [m for m in ("data", "model", "loss", "evaluate") if not callable(getattr(task, m, None))]
+    """The task class named by `config.task`, called with `config.data`."""
+    task = configs.construct(tasks.get(config.task), "data", config.data)
+    missing = [m for m in ("data", "model_args", "loss", "evaluate") if not callable(getattr(task, m, None))]
     if missing:
-        raise ValueError(f"config.task={config.task!r}: build() returned an object without {missing}")
+        raise TypeError(f"config.task={config.task!r}: {type(task).__name__} has no method {missing}")
     return task
+
+
+def build_model(config, task: Task, rngs: nnx.Rngs) -> nnx.Module:
+    """The model class named by `config.model_name`, called with `config.model` and the task's data-derived
+    arguments. It must not keep `rngs`: randomness comes in through the `key` of each call."""
+    return configs.construct(models.get(config.model_name), "model", config.model, rngs=rngs,
+                             **task.model_args())
+
+
+def predict(fn: Callable[[nnx.Module, dict[str, jax.Array]], Any], model: nnx.Module,
+            arrays: dict[str, np.ndarray], batch_size: int = 256) -> Any:
+    """`fn(model, batch)` over every row of `arrays` (a dict of [N, ...] arrays) in batches, as NumPy [N, ...].
+
+    The tasks' evaluation helper (the trainer's own eval loop is `train.evaluate_split`). `fn` is jitted once:
+    the last batch wraps around to the first rows, so every batch has the same shape, and the extra rows are
+    cut from the result. Equivalent to `fn(model, arrays)` on all N rows at once, in bounded memory.
+    """
+    N = len(next(iter(arrays.values())))
+    if N == 0:
+        raise ValueError("arrays: no rows to predict")
+    B = min(batch_size, N)
+    graphdef, state = nnx.split(model)
+    run = jax.jit(lambda state, batch: fn(nnx.merge(graphdef, state), batch))
+    outs = []
+    for start in range(0, N, B):
+        rows = np.arange(start, start + B) % N
+        out = run(state, {k: np.asarray(v)[rows] for k, v in arrays.items()})
+        outs.append(jax.tree.map(lambda a, n=min(B, N - start): np.asarray(a)[:n], out))
+    return jax.tree.map(lambda *parts: np.concatenate(parts), *outs)
