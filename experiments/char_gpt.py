@@ -28,13 +28,8 @@ from seqjax import configs
 
 
 def get_config(arg: str | None = None):
-    c = configs.base()
-    c.task = "char_lm"
-    # Sized for the 20-minute budget on the shared 2-core CPU (a step of B=64, T=128, L=4, D=128 took 5 s
-    # there under load): a 3-layer model on 64-character windows, about 3,000 characters per step.
+    c = configs.base("char_lm", "gpt")
     c.data.seq_len = 64
-    c.data.max_train_chars = 0
-    c.data.max_val_chars = 0
     c.data.sample_length = 300
 
     m = c.model
@@ -42,10 +37,8 @@ def get_config(arg: str | None = None):
     m.num_heads = 4
     m.d_model = 128
     m.mlp_dim = 384
-    m.dropout = 0.0
     m.max_len = 64
 
-    c.optim.name = "adamw"
     c.optim.lr = 3e-3
     c.optim.b2 = 0.99
     c.optim.weight_decay = 0.1
@@ -67,14 +60,8 @@ def get_config(arg: str | None = None):
         c.data.max_val_chars = 4_000
         c.data.sample_length = 20
         m.num_layers, m.num_heads, m.d_model, m.mlp_dim, m.max_len = 1, 2, 16, 32, 32
-        c.optim.warmup_steps = 2
-        c.train.steps = 6
-        c.train.batch_size = 8
-        c.train.eval_every = 3
+        configs.smoke_train(c, steps=6, batch_size=8)
         c.train.eval_batches = 2
-        c.train.log_every = 2
-        c.train.checkpoint_every = 3
-        c.train.plots = False
     elif arg not in (None, "", "full"):
         raise ValueError(f"char_gpt: unknown variant {arg!r}; expected 'smoke' or nothing")
     return c

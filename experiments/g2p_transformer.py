@@ -29,34 +29,26 @@ except for one nice'd run of the test suite during steps 11000-13000):
     source; re-scoring its checkpoint with the current code gives the same WER and PER.
 Cross-attention alignments: python -m seqjax.viz --workdir=/tmp/g2p_tr24 --input=phoenix --out=DIR
 """
-import ml_collections
-
 from seqjax import configs
 
 
 def get_config(arg: str | None = None):
     parts = [p for p in (arg or "full").split(",") if p]
-    c = configs.base()
-    c.task = "g2p"
+    c = configs.base("g2p", "encoder_decoder")
     d = c.data
-    d.split_seed = 0
-    d.keep_stress = False
     d.max_word_len = 20
-    d.max_train = 0  # 0 = all
-    d.max_eval = 0
+    d.label_smoothing = 0.1
+    d.beam_size = 4
     m = c.model
-    m.family = "transformer"
     m.d_model = 128
     m.num_heads = 4
     m.num_encoder_layers = 3
     m.num_decoder_layers = 3
     m.mlp_dim = 512
-    m.dropout = 0.1
-    m.label_smoothing = 0.1
+    m.embed_dropout = 0.1
+    m.residual_dropout = 0.1
     m.max_src_len = 20  # = data.max_word_len
     m.max_tgt_len = 24  # >= the longest pronunciation + 1
-    c.eval = e = ml_collections.ConfigDict()
-    e.beam_size = 4
     c.optim.lr = 2e-3
     c.optim.b2 = 0.98
     c.optim.warmup_steps = 400
@@ -71,8 +63,8 @@ def get_config(arg: str | None = None):
     for p in parts:
         if p == "smoke":
             d.max_train, d.max_eval = 512, 64
+            d.beam_size = 2
             m.d_model, m.num_heads, m.num_encoder_layers, m.num_decoder_layers, m.mlp_dim = 16, 2, 1, 1, 32
-            e.beam_size = 2
             configs.smoke_train(c, steps=6, batch_size=32)
             c.train.eval_batches = 1
         elif p != "full":

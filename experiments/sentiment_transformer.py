@@ -18,23 +18,18 @@ from seqjax import configs
 
 def get_config(arg: str | None = None):
     parts = [p for p in (arg or "full").split(",") if p]
-    c = configs.base()
-    c.task = "sentiment"
+    c = configs.base("sentiment", "transformer_classifier")
     d = c.data
-    d.split_seed = 0
     d.max_len = 50
-    d.min_count = 1
-    d.max_train = 0  # 0 = all
-    d.max_eval = 0
     m = c.model
-    m.family = "transformer"
     m.d_model = 64
     m.num_heads = 4
     m.num_layers = 2
     m.mlp_dim = 128
-    m.dropout = 0.1
+    m.max_len = 50
+    m.residual_dropout = 0.1
     m.embed_dropout = 0.3
-    m.pool = "mean"  # "cls" | "mean" over the valid tokens
+    m.pooling = "mean"  # "cls" | "mean" over the valid tokens
     c.optim.lr = 1e-3
     c.optim.weight_decay = 0.05
     c.optim.warmup_steps = 100
@@ -47,7 +42,7 @@ def get_config(arg: str | None = None):
     for p in parts:
         if p == "smoke":
             d.max_train, d.max_eval, d.max_len = 256, 128, 24
-            m.d_model, m.num_heads, m.num_layers, m.mlp_dim = 16, 2, 1, 32
+            m.d_model, m.num_heads, m.num_layers, m.mlp_dim, m.max_len = 16, 2, 1, 32, 24
             configs.smoke_train(c, steps=6, batch_size=16)
         elif p != "full":
             raise ValueError(f"experiments/sentiment_transformer.py: unknown variant {p!r}; use full|smoke")

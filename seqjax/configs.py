@@ -81,7 +81,8 @@ _TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 
 
 def _parameters(cls) -> list[inspect.Parameter]:
-    params = list(inspect.signature(cls).parameters.values())
+    # The signature of __init__ (NNX modules' metaclass hides the class's own call signature), minus self.
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]
     bad = [p.name for p in params if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     if bad:
         raise TypeError(f"{cls.__name__}: *args/**kwargs ({bad}) cannot be config keys; name every argument")
@@ -123,8 +124,8 @@ def fields(cls, **values) -> ml_collections.ConfigDict:
 
 
 def construct(cls, section: str, values: Mapping[str, Any], **data_args):
-    """`cls(**data_args, **values)`, after checking every key of `config.<section>` is an argument that a
-    config may set, and that the data arguments are exactly the ones without a default."""
+    """`cls(**values, **data_args)`, after checking that every key of `config.<section>` is an argument a
+    config may set, and that `data_args` cover every argument without a default."""
     values = {k: values[k] for k in values.keys()}  # reads every key once (tests record these reads)
     args, data = config_arguments(cls), data_arguments(cls)
     unknown = [k for k in values if k not in args and k not in data]
@@ -135,11 +136,14 @@ def construct(cls, section: str, values: Mapping[str, Any], **data_args):
     if derived:
         raise ConfigError(f"config.{section}: {', '.join(derived)} of {cls.__name__} come from the data "
                           "(set by the task); remove them from the config")
-    given = {k for k in data_args if k not in FRAMEWORK_ARGUMENTS}
-    if given != set(data):
-        raise TypeError(f"{cls.__name__}: the task supplies {sorted(given)}, the constructor needs "
-                        f"{sorted(data)} from the data")
-    return cls(**data_args, **values)
+    missing = [k for k in data if k not in data_args]
+    if missing:
+        raise TypeError(f"{cls.__name__}: needs {missing} from the data, and the task supplies only "
+                        f"{sorted(k for k in data_args if k not in FRAMEWORK_ARGUMENTS)}")
+    # A task offers every fact of its data a model of its kind may need (e.g. the <unk> id); each model
+    # takes the ones its constructor names.
+    taken = {k: v for k, v in data_args.items() if k in data or k in FRAMEWORK_ARGUMENTS}
+    return cls(**taken, **values)
 
 
 # ----------------------------------------------------------------------------------------------------------

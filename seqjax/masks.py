@@ -138,21 +138,27 @@ def check_attention_mask(mask, B: int, N: int, T: int, S: int, name: str = "mask
                          f"got shape {shape}")
 
 
-def step_mask(xs, lengths=None, mask=None):
-    """Validate the padding description of a batch xs [B, T, ...]: bool[B, T] (True = valid), or None.
+def valid_mask(lengths, mask, B: int, T: int, name: str = "lengths"):
+    """The padding description of a [B, T, ...] batch, validated: bool[B, T] (True = valid), or None.
 
-    Recurrent layers take either per-sequence `lengths` int[B] or a `mask` bool[B, T], never both.
+    Sequences are described by per-sequence `lengths` int[B] or a `mask` bool[B, T], never both. The one
+    validator of "lengths or mask" (recurrent layers via `step_mask`, transformers directly).
     """
     if lengths is not None and mask is not None:
-        raise ValueError("give either lengths or mask, not both")
-    B, T = np.shape(xs)[:2]
+        raise ValueError(f"{name}, mask: give either lengths or mask, not both")
     if lengths is not None:
-        check_lengths(lengths, B, T)
+        check_lengths(lengths, B, T, name)
         return lengths_to_mask(jnp.asarray(lengths), T)
     if mask is not None:
         check_mask(mask, B, T)
         return jnp.asarray(mask, bool)
     return None
+
+
+def step_mask(xs, lengths=None, mask=None):
+    """`valid_mask` for the batch xs [B, T, ...] of a recurrent layer."""
+    B, T = np.shape(xs)[:2]
+    return valid_mask(lengths, mask, B, T)
 
 
 def check_token_ids(ids, V: int, name: str = "tokens") -> None:

