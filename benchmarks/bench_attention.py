@@ -4,7 +4,7 @@ Time ("attention_full", "attention_causal"): out = attention(q, k, v) at B=8, N=
 gradients of <out, g> w.r.t. q, k, v, one jitted step.
   seqjax            seqjax.attention.dot_product_attention, default path (the einsum path below 2048^2
                     scores, blockwise from there: attention.BLOCKWISE_MIN_SCORES)
-  seqjax-blockwise  implementation="blockwise": seqjax.blockwise (online softmax, blockwise custom-VJP
+  seqjax-blockwise  implementation="blockwise": seqjax.kernels.blockwise (online softmax, blockwise custom-VJP
                     backward, causal blocks above the diagonal skipped)
   seqjax-einsum     implementation="xla": the einsum path ([B, N, T, S] scores)
   jax.nn          jax.nn.dot_product_attention (XLA implementation)

@@ -3,7 +3,7 @@
 Implementations (each in its own worker process):
   seqjax            seqjax.transformer.DecoderOnly (layers scanned, default attention: einsum at this T)
                     + optax.adamw
-  seqjax-blockwise  the same model with implementation="blockwise" attention (seqjax.blockwise)
+  seqjax-blockwise  the same model with implementation="blockwise" attention (seqjax.kernels.blockwise)
   flax              a GPT of the same shape built from Flax's own nnx.MultiHeadAttention, nnx.LayerNorm,
                     nnx.Linear, nnx.Embed (a Python loop over layers, as in the Flax examples) + optax.adamw
   torch             a minimal nanoGPT-style model (benchmarks/peers/torch_gpt.py), eager, SDPA, AdamW

@@ -1,7 +1,7 @@
 """Recurrent training steps: one LSTM / GRU layer, a linear readout of all outputs, MSE, Adam.
 
 Implementations (each in its own worker process):
-  seqjax        seqjax.rnn_kernels.lstm_layer / gru_layer: fused custom-VJP layer (the subject)
+  seqjax        seqjax.kernels.rnn.lstm_layer / gru_layer: fused custom-VJP layer (the subject)
   seqjax-c4     the same with the backward scan cut into 4 time blocks (backward_chunks=4), so each block's
                 weight-gradient matmuls can run beside the rest of the scan (a gain only with idle cores)
   seqjax-scan   seqjax.scan.unroll with Cell("lstm") / Cell("gru"), differentiated by JAX's autodiff
@@ -56,7 +56,8 @@ def _jax_setup(init, apply, config):
 
 
 def _seqjax(kind, fused, config):
-    from seqjax import cells, rnn_kernels, scan
+    from seqjax import cells, scan
+    from seqjax.kernels import rnn as rnn_kernels
 
     cell = cells.Cell(kind)
     unroll = config.get("unroll")

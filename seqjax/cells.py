@@ -19,6 +19,10 @@ Gate layouts follow PyTorch so weights map 1:1 (PyTorch's `weight_ih_l0` is [G*H
 
 Parameters are float32 by default; `dtype` (on the functions and on `Cell`) is the computation dtype:
 parameters and inputs are cast to it, so bfloat16 compute keeps float32 master weights.
+
+The shape checks of a recurrent layer's inputs live here, once, for every unroll of a cell (`scan.unroll`,
+the fused `kernels.rnn` layers): `check_sequence` (xs [B, T, D]) and `Cell.check_inputs` / `Cell.check_state`
+(params, input width, initial state [B, H]).
 """
 from __future__ import annotations
 
@@ -70,6 +74,17 @@ class LSTMState(NamedTuple):
 
 ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu}
 GRU_VARIANTS = ("pytorch", "original")
+
+# ----------------------------------------------------------------------------------------------------
+# Input checks (the cell's own ones are methods of `Cell` below)
+
+
+def check_sequence(xs, name: str = "xs") -> tuple[int, int, int]:
+    """Validate a batch-major sequence batch xs [B, T, D]; returns (B, T, D)."""
+    if np.ndim(xs) != 3:
+        raise ValueError(f"{name}: expected a batch-major array [B, T, D], got shape {tuple(np.shape(xs))}")
+    return tuple(np.shape(xs))
+
 
 # ----------------------------------------------------------------------------------------------------
 # Initialisers
@@ -230,7 +245,8 @@ def gru_cell(params: GRUParams, state: HiddenState, x_t: jax.Array, *, variant="
 
 
 # ----------------------------------------------------------------------------------------------------
-# Cell: a static (hashable) description of which cell to run, used by scan.py, patterns.py and layers.py
+# Cell: a static (hashable) description of which cell to run, used by scan.py, kernels/rnn.py, patterns.py
+# and layers.py
 
 
 _KINDS = ("rnn", "lstm", "gru")
@@ -303,6 +319,30 @@ class Cell:
 
     def state_type(self):
         return LSTMState if self.kind == "lstm" else HiddenState
+
+    def check_inputs(self, params, xs: jax.Array, initial_state=None) -> tuple[int, int]:
+        """Validate params, xs [B, T, D] against the cell's input size D and, when given, initial_state
+        (each leaf [B, H]); returns (B, H)."""
+        self._check_params(params)
+        B, _, D = check_sequence(xs)
+        if D != self.input_size(params):
+            raise ValueError(f"xs: expected feature width D = {self.input_size(params)} (the cell's input "
+                             f"size), got xs shape {tuple(np.shape(xs))}")
+        if initial_state is not None:
+            self.check_state(params, initial_state, B)
+        return B, self.hidden_size(params)
+
+    def check_state(self, params, state, B: int, name: str = "initial_state") -> None:
+        """Validate a state for a batch of B: this cell's state type, every leaf [B, H]."""
+        H = self.hidden_size(params)
+        expected = self.state_type()
+        if not isinstance(state, expected):
+            raise ValueError(f"{name}: Cell({self.kind!r}) expects a {expected.__name__}, "
+                             f"got {type(state).__name__}")
+        for field, leaf in zip(state._fields, state, strict=True):
+            if tuple(np.shape(leaf)) != (B, H):
+                raise ValueError(f"{name}.{field}: expected shape (B, H) = ({B}, {H}), "
+                                 f"got {tuple(np.shape(leaf))}")
 
     def _check_params(self, params):
         self.validate()

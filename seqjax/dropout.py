@@ -18,20 +18,21 @@ from jax import lax
 _LEVELS = 1 << 16  # resolution of the drop probability
 
 
-def _check_rate(rate: float) -> None:
+def check_rate(rate: float, name: str = "dropout rate") -> None:
+    """A drop probability must lie in [0, 1): at 1 the survivors' scale 1 / (1 - rate) is infinite."""
     if not 0.0 <= rate < 1.0:
-        raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
+        raise ValueError(f"{name}: must be in [0, 1), got {rate}")
 
 
 def keep_probability(rate: float) -> float:
     """The keep probability `keep_mask` realises: 1 - rate rounded to a multiple of 2^-16."""
-    _check_rate(rate)
+    check_rate(rate)
     return 1.0 - round(rate * _LEVELS) / _LEVELS
 
 
 def keep_mask(key: jax.Array, rate: float, shape: tuple[int, ...]) -> jax.Array:
     """bool[shape], True with probability `keep_probability(rate)`, independently per element."""
-    _check_rate(rate)
+    check_rate(rate)
     n = math.prod(shape)
     bits = jax.random.bits(key, ((n + 1) // 2,), jnp.uint32)
     u16 = lax.bitcast_convert_type(bits, jnp.uint16).reshape(-1)[:n].reshape(shape)  # two per draw
@@ -40,7 +41,7 @@ def keep_mask(key: jax.Array, rate: float, shape: tuple[int, ...]) -> jax.Array:
 
 def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
     """Inverted dropout: zero each element with probability `rate`, scale survivors by 1/(1-rate)."""
-    _check_rate(rate)
+    check_rate(rate)
     if key is None or rate == 0.0:
         return x
     keep = keep_mask(key, rate, x.shape)
@@ -54,7 +55,7 @@ def dropout_mask(key: jax.Array | None, rate: float, shape: tuple[int, ...],
     Variational (recurrent) dropout draws this once per sequence, shape [B, H], and multiplies the same mask
     into every time step, as in Gal & Ghahramani (2016).
     """
-    _check_rate(rate)
+    check_rate(rate)
     if key is None or rate == 0.0:
         return None
     return keep_mask(key, rate, shape).astype(dtype) / keep_probability(rate)

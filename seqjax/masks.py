@@ -1,6 +1,9 @@
 """Masks as data. A padding mask is bool[B, T] with True at valid (unpadded) steps; sequences are
 right-padded. Attention masks (causal, padding, cross, prefix-LM) are bool, rank 4, broadcastable to
 [B, N, T, S], True = may attend; `combine_masks` ANDs them.
+
+Also the home of the batch input checks: lengths, padding masks, token ids, and the q/k/v/mask/bias shapes
+of attention (`check_attention_inputs`, the one check shared by `seqjax.attention` and the kernels).
 """
 from __future__ import annotations
 
@@ -136,6 +139,32 @@ def check_attention_mask(mask, B: int, N: int, T: int, S: int, name: str = "mask
     if len(shape) != 4 or any(d not in (1, f) for d, f in zip(shape, full, strict=True)):
         raise ValueError(f"{name}: expected a rank-4 array broadcastable to [B, N, T, S] = {list(full)}, "
                          f"got shape {shape}")
+
+
+def check_attention_inputs(q, k, v, mask=None, bias=None) -> tuple[int, int, int, int, int, int]:
+    """Validate the inputs of an attention call; returns (B, T, N, K, S, M).
+
+    q [B, T, N, K], k [B, S, M, K], v [B, S, M, Kv] with M dividing N (grouped-query); mask and bias (if
+    given) rank 4 and broadcastable to [B, N, T, S]. The one check of these shapes for every attention path
+    (`attention.dot_product_attention`, `kernels.blockwise.blockwise_attention`).
+    """
+    if np.ndim(q) != 4 or np.ndim(k) != 4 or np.ndim(v) != 4:
+        raise ValueError(f"q, k, v: expected rank-4 [B, T, N, K], [B, S, M, K], [B, S, M, Kv], got "
+                         f"{tuple(np.shape(q))}, {tuple(np.shape(k))}, {tuple(np.shape(v))}")
+    B, T, N, K = np.shape(q)
+    _, S, M, _ = np.shape(k)
+    if np.shape(k)[0] != B or np.shape(k)[3] != K:
+        raise ValueError(f"k: expected [B, S, M, K] with batch B = {B} and head width K = {K} from q "
+                         f"{tuple(np.shape(q))}, got {tuple(np.shape(k))}")
+    if np.shape(v)[:3] != np.shape(k)[:3]:
+        raise ValueError(f"v: expected [B, S, M, Kv] = [{B}, {S}, {M}, Kv] like k, got {tuple(np.shape(v))}")
+    if N % M != 0:
+        raise ValueError(f"k: number of K/V heads M = {M} must divide the query heads N = {N}")
+    if mask is not None:
+        check_attention_mask(mask, B, N, T, S, "mask")
+    if bias is not None:
+        check_attention_mask(bias, B, N, T, S, "bias")
+    return B, T, N, K, S, M
 
 
 def valid_mask(lengths, mask, B: int, T: int, name: str = "lengths"):

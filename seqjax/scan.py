@@ -19,12 +19,11 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from seqjax.cells import Cell
+from seqjax.cells import Cell, check_sequence
 from seqjax.dropout import dropout, dropout_mask
+from seqjax.kernels.rnn import fused_layer
 from seqjax.masks import step_mask
-from seqjax.rnn_kernels import fused_layer
 
 MERGES = ("concat", "sum", "mean")
 IMPLEMENTATIONS = ("auto", "fused", "scan")
@@ -38,23 +37,6 @@ class BidirectionalParams(NamedTuple):
 class BidirectionalState(NamedTuple):
     forward: Any  # state after each sequence's last valid step
     backward: Any  # state after step 0 of the reverse pass
-
-
-def _check_xs(xs, name="xs"):
-    if np.ndim(xs) != 3:
-        raise ValueError(f"{name}: expected a batch-major array [B, T, D], got shape {tuple(np.shape(xs))}")
-
-
-def _check_state(cell: Cell, params, state, B: int, name="initial_state"):
-    H = cell.hidden_size(params)
-    expected = cell.state_type()
-    if not isinstance(state, expected):
-        raise ValueError(f"{name}: Cell({cell.kind!r}) expects a {expected.__name__}, "
-                         f"got {type(state).__name__}")
-    for field, leaf in zip(state._fields, state, strict=True):
-        if tuple(np.shape(leaf)) != (B, H):
-            raise ValueError(f"{name}.{field}: expected shape (B, H) = ({B}, {H}), "
-                             f"got {tuple(np.shape(leaf))}")
 
 
 def _masked_step(step: Callable, keep_mask: bool):
@@ -94,7 +76,7 @@ def unroll(cell: Cell | Callable, params, xs: jax.Array, *, lengths=None, mask=N
     `remat=True` recomputes each step in the backward pass (`jax.checkpoint`) instead of storing it.
 
     `implementation`: "scan" is the loop above, differentiated by JAX step by step; "fused" runs the same
-    computation through `rnn_kernels` (LSTM and the PyTorch-variant GRU in the parameters' dtype), whose
+    computation through `kernels.rnn` (LSTM and the PyTorch-variant GRU in the parameters' dtype), whose
     custom backward forms the weight gradients with one large matmul after the reverse scan instead of one
     small matmul per step; "auto" (default) takes "fused" where it exists and `remat` is off, else "scan".
     """
@@ -104,16 +86,11 @@ def unroll(cell: Cell | Callable, params, xs: jax.Array, *, lengths=None, mask=N
     if implementation == "fused" and fused is None:
         raise ValueError(f"implementation='fused': no fused kernel for {cell!r} with remat={remat}; "
                          f"use 'scan' or 'auto'")
-    _check_xs(xs)
-    B, T, D = xs.shape
+    B = check_sequence(xs)[0]
     keep = step_mask(xs, lengths, mask)
     if isinstance(cell, Cell):
-        cell._check_params(params)
-        if cell.input_size(params) != D:
-            raise ValueError(f"xs: expected feature width D = {cell.input_size(params)} (the cell's input "
-                             f"size), got xs shape {tuple(xs.shape)}")
+        cell.check_inputs(params, xs, initial_state)
         state = cell.zero_state(params, B) if initial_state is None else initial_state
-        _check_state(cell, params, state, B)
         if fused is not None:
             return fused(params, xs, mask=keep, initial_state=state, reverse=reverse,
                          recurrent_dropout=recurrent_dropout, key=key, unroll=unroll)
@@ -213,7 +190,7 @@ def stack(cell: Cell, layers: Sequence, xs: jax.Array, *, lengths=None, mask=Non
     Dropout (between layers, fresh per element) and recurrent dropout (one [B, H] mask per layer and
     direction) are active iff `key` is given. Returns (ys of the last layer, one final state per layer).
     """
-    _check_xs(xs)
+    check_sequence(xs)
     if len(layers) == 0:
         raise ValueError("layers: expected at least one layer")
     if initial_states is not None and len(initial_states) != len(layers):

@@ -9,6 +9,8 @@ from flax import nnx
 
 from seqjax import attention, dropout, masks
 from seqjax import transformer as tr
+from seqjax.kernels import attention as attention_kernels
+from seqjax.kernels import blockwise
 
 
 def _np_softmax(x):
@@ -215,8 +217,6 @@ def test_module_matches_flax_multi_head_attention():
 def test_default_implementation_switches_to_blockwise_for_large_score_matrices(monkeypatch):
     """implementation=None runs the einsum path below BLOCKWISE_MIN_SCORES and the blockwise one from it on,
     with the same result."""
-    from seqjax import blockwise
-
     q, k, v = (jax.random.normal(key, (2, 8, 2, 4)) for key in jax.random.split(jax.random.key(0), 3))
     reference = attention.dot_product_attention(q, k, v, causal=True, implementation="xla")
     calls = []
@@ -314,7 +314,7 @@ def test_hand_written_backward_equals_autodiff(case):
 def test_causal_query_chunks_equal_the_whole_computation(monkeypatch, S_extra):
     """T = 7 queries in chunks of 2 (so 4 chunks, the last one short) against the unchunked einsum path,
     with a padding mask, a per-row bias and dropout: outputs and all gradients."""
-    monkeypatch.setattr(attention, "CAUSAL_CHUNK", 2)
+    monkeypatch.setattr(attention_kernels, "CAUSAL_CHUNK", 2)
     B, T, N, K = 2, 7, 4, 8
     S = T + S_extra
     q, k, v = _qkv(jax.random.key(21), B=B, T=T, S=S, N=N, M=2, K=K)

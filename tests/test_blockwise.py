@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from seqjax import attention, blockwise
+from seqjax import attention
+from seqjax.kernels import blockwise
 
 TOL = dict(rtol=2e-5, atol=2e-5)
 

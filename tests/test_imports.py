@@ -6,7 +6,7 @@ import sys
 import pytest
 
 PURE_CORE = ["cells", "scan", "patterns", "masks", "dropout", "losses", "attention", "positional", "decoding",
-             "rnn_kernels"]
+             "kernels.rnn", "kernels.blockwise", "kernels.attention"]
 
 
 @pytest.mark.parametrize("name", PURE_CORE)

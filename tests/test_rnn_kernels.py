@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from seqjax import cells, rnn_kernels, scan
+from seqjax import cells, scan
+from seqjax.kernels import rnn as rnn_kernels
 
 B, T, D, H = 3, 6, 4, 5
 LAYERS = {"lstm": rnn_kernels.lstm_layer, "gru": rnn_kernels.gru_layer}

@@ -36,33 +36,9 @@ BACKWARD_UNROLL = 1
 # Time blocks of the backward scan; each block's weight gradients can then overlap the rest of the scan on
 # an idle core. Equal CPU time; a wall-clock gain could not be measured on a loaded 2-core machine.
 BACKWARD_CHUNKS = 1
-
-
-# -------------------------------------------------------------------------------------------------- checks
-
-def _check_inputs(name: str, params, params_type, gates: int, xs, state, state_type):
-    if not isinstance(params, params_type):
-        raise ValueError(f"params: {name} expects {params_type.__name__}, got {type(params).__name__}")
-    D, GH = np.shape(params.w_x)
-    H = np.shape(params.w_h)[0]
-    if GH != gates * H or tuple(np.shape(params.w_h)) != (H, gates * H):
-        raise ValueError(f"params: inconsistent {name} shapes w_x {tuple(np.shape(params.w_x))}, "
-                         f"w_h {tuple(np.shape(params.w_h))}; expected [D, {gates}H] and [H, {gates}H]")
-    if np.ndim(xs) != 3:
-        raise ValueError(f"xs: expected a batch-major array [B, T, D], got shape {tuple(np.shape(xs))}")
-    B, _, D_xs = np.shape(xs)
-    if D_xs != D:
-        raise ValueError(f"xs: expected feature width D = {D} (w_x is {tuple(np.shape(params.w_x))}), "
-                         f"got xs shape {tuple(np.shape(xs))}")
-    if state is not None:
-        if not isinstance(state, state_type):
-            raise ValueError(f"initial_state: {name} expects a {state_type.__name__}, "
-                             f"got {type(state).__name__}")
-        for field, leaf in zip(state._fields, state, strict=True):
-            if tuple(np.shape(leaf)) != (B, H):
-                raise ValueError(f"initial_state.{field}: expected shape (B, H) = ({B}, {H}), "
-                                 f"got {tuple(np.shape(leaf))}")
-    return B, H
+# The cells these layers fuse: `check_inputs` validates params, xs and initial_state as scan.unroll does.
+_LSTM_CELL = Cell("lstm")
+_GRU_CELL = Cell("gru", variant="pytorch")
 
 
 def _prepare(xs, lengths, mask, recurrent_dropout, key, B, H, dtype):
@@ -284,7 +260,7 @@ def lstm_layer(params: LSTMParams, xs: jax.Array, *, lengths=None, mask=None,
     state is each sequence's state after its last valid step, recurrent dropout draws one [B, H] mask from
     `key` (None = off). `unroll` / `backward_unroll` are the lax.scan unroll factors of the two scans.
     """
-    B, H = _check_inputs("lstm_layer", params, LSTMParams, 4, xs, initial_state, LSTMState)
+    B, H = _LSTM_CELL.check_inputs(params, xs, initial_state)
     dtype = params.w_h.dtype
     keep, rmask = _prepare(xs, lengths, mask, recurrent_dropout, key, B, H, dtype)
     if initial_state is None:
@@ -420,7 +396,7 @@ def gru_layer(params: GRUParams, xs: jax.Array, *, lengths=None, mask=None,
     `lstm_layer`. The "original" (Cho et al.) variant needs a second dependent matmul per step and is only
     available through `scan.unroll`.
     """
-    B, H = _check_inputs("gru_layer", params, GRUParams, 3, xs, initial_state, HiddenState)
+    B, H = _GRU_CELL.check_inputs(params, xs, initial_state)
     dtype = params.w_h.dtype
     keep, rmask = _prepare(xs, lengths, mask, recurrent_dropout, key, B, H, dtype)
     if initial_state is None:

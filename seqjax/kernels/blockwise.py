@@ -13,10 +13,11 @@ pairs on or below the diagonal are listed, so the future is never computed and c
 half of full attention. Pairs wholly inside the visible region skip the masking work; pairs crossing the
 diagonal (or touching padding, or under a user mask) are masked.
 
-Conventions are those of seqjax.attention.dot_product_attention: q [B, T, N, K], k/v [B, S, M, K] with M
-dividing N (query head n uses K/V head n // (N // M)); `mask` and `bias` rank 4, broadcastable to
-[B, N, T, S]; a query whose keys are all masked outputs zeros; dropout on the attention weights is active iff
-`key` is given.
+Conventions are those of seqjax.attention.dot_product_attention, whose einsum path (differentiated by JAX)
+is the reference this kernel is tested against: q [B, T, N, K], k/v [B, S, M, K] with M dividing N (query
+head n uses K/V head n // (N // M)); `mask` and `bias` rank 4, broadcastable to [B, N, T, S]; a query whose
+keys are all masked outputs zeros; dropout on the attention weights is active iff `key` is given. The shapes
+are validated by `masks.check_attention_inputs`, the same check as the core's.
 """
 from __future__ import annotations
 
@@ -336,28 +337,12 @@ def blockwise_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Arra
     Returns:
       [B, T, N, Kv] in q's dtype.
     """
-    if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
-        raise ValueError(f"q, k, v: expected rank-4 [B, T, N, K], [B, S, M, K], [B, S, M, Kv], got "
-                         f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
-    B, T, N, K = q.shape
-    S, M = k.shape[1], k.shape[2]
-    if k.shape[0] != B or k.shape[3] != K:
-        raise ValueError(f"k: expected [B, S, M, K] with B = {B}, K = {K} from q {tuple(q.shape)}, "
-                         f"got {tuple(k.shape)}")
-    if v.shape[:3] != k.shape[:3]:
-        raise ValueError(f"v: expected [B, S, M, Kv] = [{B}, {S}, {M}, Kv] like k, got {tuple(v.shape)}")
-    if N % M != 0:
-        raise ValueError(f"k: number of K/V heads M = {M} must divide the query heads N = {N}")
-    if T == 0 or S == 0:
+    B, T, N, K, S, M = masks_lib.check_attention_inputs(q, k, v, mask, bias)
+    if T == 0 or S == 0:  # the block schedule would be empty and the padded shapes zero-sized
         raise ValueError(f"q, k: need T > 0 and S > 0, got q {tuple(q.shape)}, k {tuple(k.shape)}")
-    if mask is not None:
-        masks_lib.check_attention_mask(mask, B, N, T, S, "mask")
-        if mask.dtype != jnp.bool_:
-            raise ValueError(f"mask: expected a bool array, got dtype {mask.dtype}")
-    if bias is not None:
-        masks_lib.check_attention_mask(bias, B, N, T, S, "bias")
-    if not 0.0 <= dropout_rate < 1.0:
-        raise ValueError(f"dropout_rate: must be in [0, 1), got {dropout_rate}")
+    if mask is not None and mask.dtype != jnp.bool_:  # it is ANDed with the block's causal visibility
+        raise ValueError(f"mask: expected a bool array, got dtype {mask.dtype}")
+    dropout_lib.check_rate(dropout_rate, "dropout_rate")
     bq = _pick_block(T, q_block, "q_block")
     bk = _pick_block(S, kv_block, "kv_block")
     Tp, Sp = -(-T // bq) * bq, -(-S // bk) * bk
