@@ -26,6 +26,9 @@ Result AS MEASURED here (2026-11-26, 2-core CPU shared with ~5 other jobs, load 
 """
 from seqjax import configs
 
+VARIANTS = {"full": "1000 steps of 48 x 64 characters, L=3, D=128 (the measured run)",
+            "smoke": "6 steps of a 1-layer D=16 model on 20,000 characters (seconds; the tests run it)"}
+
 
 def get_config(arg: str | None = None):
     c = configs.base("char_lm", "gpt")

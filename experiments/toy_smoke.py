@@ -17,6 +17,8 @@ from seqjax import configs, losses, nn
 from seqjax.dropout import dropout
 from seqjax.task import predict
 
+VARIANTS = {"full": "40 steps of batch 8", "smoke": "8 steps, an evaluation and a checkpoint every 4"}
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = configs.base("experiments.toy_smoke:ToyTask", "experiments.toy_smoke:ToyModel")
@@ -33,7 +35,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         configs.smoke_train(c, steps=8, batch_size=8)
         c.train.eval_every = 4  # the trainer's tests need an evaluation and a checkpoint mid-run
         c.train.checkpoint_every = 4
-    elif arg not in (None, ""):
+    elif arg not in (None, "", "full"):
         raise ValueError(f"toy_smoke: unknown variant {arg!r}; expected '' or 'smoke'")
     return c
 

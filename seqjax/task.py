@@ -78,3 +78,40 @@ def predict(fn: Callable[[nnx.Module, dict[str, jax.Array]], Any], model: nnx.Mo
         out = run(state, {k: np.asarray(v)[rows] for k, v in arrays.items()})
         outs.append(jax.tree.map(lambda a, n=min(B, N - start): np.asarray(a)[:n], out))
     return jax.tree.map(lambda *parts: np.concatenate(parts), *outs)
+
+
+def load_run(workdir: str, expected_tasks: tuple[str, ...] | None = None):
+    """(config, task, model with the latest checkpoint's parameters) of the training run in `workdir`.
+
+    The config is the run's own config.json; the task is rebuilt from it (which gives vocabularies and
+    normalisers) and the model's parameters are restored. Every failure is a ValueError or FileNotFoundError
+    with a one-line message naming the workdir.
+    """
+    import json
+    import os
+
+    import ml_collections
+
+    from seqjax import checkpoint as ckpt_lib
+
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"--workdir={workdir!r}: no config.json (not a training run workdir)")
+    with open(path) as f:
+        config = ml_collections.ConfigDict(json.load(f))
+    if "model_name" not in config:
+        raise ValueError(f"--workdir={workdir!r}: written by an older seqjax (its config has no model_name); "
+                         "its checkpoints do not fit the current models: train it again")
+    if expected_tasks and config.task not in expected_tasks:
+        raise ValueError(f"--workdir={workdir!r}: checkpoint from another model: the run trained task "
+                         f"{config.task!r}, this tool needs {' or '.join(map(repr, expected_tasks))}")
+    task = build_task(config)
+    graphdef, params, rest = nnx.split(build_model(config, task, nnx.Rngs(config.seed)), nnx.Param, ...)
+    try:
+        params = ckpt_lib.load_params(workdir, params)
+    except ckpt_lib.CheckpointError as e:
+        raise FileNotFoundError(f"--workdir={workdir!r}: no checkpoint to load ({e})") from e
+    except ValueError as e:
+        raise ValueError(f"--workdir={workdir!r}: checkpoint from another model: its parameters do not fit "
+                         f"the model configured in config.json ({e})") from e
+    return config, task, nnx.merge(graphdef, params, rest)

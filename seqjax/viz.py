@@ -18,11 +18,13 @@ What is drawn depends on the run's task (read from DIR/config.json; the model is
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 import numpy as np
+from absl import flags
+
+from seqjax import cli
 
 
 def _pyplot():
@@ -136,16 +138,16 @@ def _show_char(c: str) -> str:
     return {" ": "\u2423", "\n": "\\n", "\t": "\\t"}.get(c, c)
 
 
-def render_sentiment(task, model, text: str, out: str) -> list[str]:
+def render_sentiment(task, model, text: str, out: str, max_len: int) -> list[str]:
     from seqjax.data.tokenize import word_split
 
-    if getattr(task.config.model, "family", "recurrent") != "transformer":
+    if not hasattr(model, "encoder"):
         raise ValueError("--workdir: this sentiment run trained a recurrent model; attention maps need "
-                         "config.model.family == 'transformer'")
+                         "a transformer (model_name 'transformer_classifier')")
     words = word_split(text)
     if not words:
         raise ValueError(f"--input: no words in {text!r}")
-    ids, lengths = task.tokenizer.encode([text], max_len=int(task.config.data.max_len))
+    ids, lengths = task.tokenizer.encode([text], max_len=max_len)
     words = words[: int(lengths[0])]
     labels = [w if i != task.tokenizer.unk_id else f"{w}?" for w, i in zip(words, ids[0], strict=False)]
     logits, w = model(ids[:, : len(words)], lengths, return_attention=True)  # w [L, 1, N, T', T']
@@ -170,9 +172,9 @@ def render_char_lm(task, model, text: str, out: str) -> list[str]:
 
 
 def render_g2p(task, model, word: str, out: str) -> list[str]:
-    if not hasattr(model, "attention"):
+    if not hasattr(model, "project_memory"):
         raise ValueError("--workdir: this g2p run trained a recurrent model; attention maps need "
-                         "config.model.family == 'transformer'")
+                         "a transformer (model_name 'encoder_decoder')")
     word = word.strip().lower()
     if not word or len(word) > task.S:
         raise ValueError(f"--input: expected one word of 1..{task.S} letters, got {word!r}")
@@ -180,10 +182,10 @@ def render_g2p(task, model, word: str, out: str) -> list[str]:
     if unknown:
         raise ValueError(f"--input: {word!r} has characters outside the model's letters: {unknown}")
     src, src_lengths = task.src_vocab.encode([word], max_len=task.S)
-    tokens = np.asarray(model.generate(src, src_lengths, task.T))  # [1, T]
+    tokens = np.asarray(model.translate(src, src_lengths, task.T))  # [1, T]
     phonemes = task.tgt_vocab.decode(tokens, join=" ")[0].split()
     tgt_in, _ = task.tgt_vocab.encode([phonemes], add_bos=True)  # [1, n + 1]
-    _, w = model.attention(src[:, : len(word)], src_lengths, tgt_in)
+    _, w = model(src[:, : len(word)], src_lengths, tgt_in, return_attention=True)
     rows = [*phonemes, "<eos>"]
     letters = list(word)
     paths = [os.path.join(out, "cross_attention.png"), os.path.join(out, "decoder_self_attention.png")]
@@ -246,7 +248,7 @@ def render_vit(task, model, out: str, index: int | None = None, image_path: str 
 def render(workdir: str, out: str, text: str | None = None, index: int | None = None,
            image: str | None = None) -> list[str]:
     """Render the attention pictures of the run in `workdir` into `out`; returns the PNG paths."""
-    from seqjax.sample import load_run
+    from seqjax.task import load_run
 
     config, task, model = load_run(workdir, TASKS)
     os.makedirs(out, exist_ok=True)
@@ -255,26 +257,33 @@ def render(workdir: str, out: str, text: str | None = None, index: int | None = 
     if text is None:
         raise ValueError(f"--input: required for a {config.task} run")
     if config.task == "sentiment":
-        return render_sentiment(task, model, text, out)
+        return render_sentiment(task, model, text, out, int(config.data.max_len))
     if config.task == "char_lm":
         return render_char_lm(task, model, text, out)
     return render_g2p(task, model, text, out)
 
 
+PROG = "python -m seqjax.viz"
+FLAGS = cli.new_flags()
+flags.DEFINE_string("workdir", None, "A training run's workdir.", flag_values=FLAGS)
+flags.DEFINE_string("out", None, "Folder for the PNGs.", flag_values=FLAGS)
+flags.DEFINE_string("input", None, "Text (sentiment, char_lm) or a word (g2p).", flag_values=FLAGS)
+flags.DEFINE_integer("index", None, "ViT: index of a test image.", flag_values=FLAGS)
+flags.DEFINE_string("image", None, "ViT: an image file (.npy with 0..255 pixels, or .png) of the model's "
+                    "input size.", flag_values=FLAGS)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m seqjax.viz", description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", required=True, help="a training run's workdir")
-    parser.add_argument("--out", required=True, help="folder for the PNGs")
-    parser.add_argument("--input", default=None, help="text (sentiment, char_lm) or a word (g2p)")
-    parser.add_argument("--index", type=int, default=None, help="ViT: index of a test image")
-    parser.add_argument("--image", default=None, help="ViT: an image file (.npy with 0..255 pixels, or .png) "
-                        "of the model's input size")
-    args = parser.parse_args(argv)
+    """argv without the program name (None: sys.argv[1:]); returns the exit status."""
     try:
-        paths = render(args.workdir, args.out, text=args.input, index=args.index, image=args.image)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"seqjax.viz: error: {e}", file=sys.stderr)
-        return 2
+        if not cli.parse(FLAGS, sys.argv[1:] if argv is None else argv, PROG, __doc__):
+            return 0
+        for name in ("workdir", "out"):
+            if not FLAGS[name].value:
+                raise cli.UsageError(f"--{name} is required")
+        paths = render(FLAGS.workdir, FLAGS.out, text=FLAGS.input, index=FLAGS.index, image=FLAGS.image)
+    except (cli.UsageError, ValueError, FileNotFoundError) as e:
+        return cli.fail(PROG, str(e))
     for p in paths:
         print(p)
     return 0

@@ -8,9 +8,9 @@ import pytest
 from flax import nnx
 
 from seqjax import attention, dropout, masks
-from seqjax import transformer as tr
 from seqjax.kernels import attention as attention_kernels
 from seqjax.kernels import blockwise
+from seqjax.nn.attention import MultiHeadAttention
 
 
 def _np_softmax(x):
@@ -186,14 +186,20 @@ def test_bad_inputs_raise():
 # The NNX module wraps the same pure functions.
 
 
+def _module(num_kv_heads=None, seed=0):
+    """seqjax.nn.attention.MultiHeadAttention, D = 16, N = 4, no dropout, the default kernel choice."""
+    return MultiHeadAttention(16, 4, num_kv_heads=num_kv_heads, context_dim=None, attention_dropout=0.0,
+                              rope=False, implementation="auto", rngs=nnx.Rngs(seed))
+
+
 def test_gqa_module_equals_mha_with_repeated_kv_heads():
-    gqa = tr.MultiHeadAttention(16, 4, num_kv_heads=2, rngs=nnx.Rngs(6))
-    mha = tr.MultiHeadAttention(16, 4, rngs=nnx.Rngs(7))
+    gqa = _module(num_kv_heads=2, seed=6)
+    mha = _module(seed=7)
     for name in ("wk", "wv", "bk", "bv"):
-        w = getattr(gqa, name)[...]
-        getattr(mha, name)[...] = jnp.repeat(w, 2, axis=-2)  # K/V head m serves query heads 2m, 2m + 1
+        w = getattr(gqa.params, name)[...]
+        getattr(mha.params, name)[...] = jnp.repeat(w, 2, axis=-2)  # K/V head m serves query heads 2m, 2m + 1
     for name in ("wq", "wo", "bq", "bo"):
-        getattr(mha, name)[...] = getattr(gqa, name)[...]
+        getattr(mha.params, name)[...] = getattr(gqa.params, name)[...]
     x = jax.random.normal(jax.random.key(8), (2, 5, 16))
     mask = masks.lengths_to_attention_mask(jnp.array([5, 3]), 5)
     np.testing.assert_allclose(np.asarray(gqa(x, mask=mask).out), np.asarray(mha(x, mask=mask).out),
@@ -201,12 +207,13 @@ def test_gqa_module_equals_mha_with_repeated_kv_heads():
 
 
 def test_module_matches_flax_multi_head_attention():
-    ours = tr.MultiHeadAttention(16, 4, rngs=nnx.Rngs(9))
+    ours = _module(seed=9)
     ref = nnx.MultiHeadAttention(4, 16, decode=False, rngs=nnx.Rngs(10))
-    ref.query.kernel[...], ref.query.bias[...] = ours.wq[...], ours.bq[...]
-    ref.key.kernel[...], ref.key.bias[...] = ours.wk[...], ours.bk[...]
-    ref.value.kernel[...], ref.value.bias[...] = ours.wv[...], ours.bv[...]
-    ref.out.kernel[...], ref.out.bias[...] = ours.wo[...], ours.bo[...]
+    p = ours.params.get()
+    ref.query.kernel[...], ref.query.bias[...] = p.wq, p.bq
+    ref.key.kernel[...], ref.key.bias[...] = p.wk, p.bk
+    ref.value.kernel[...], ref.value.bias[...] = p.wv, p.bv
+    ref.out.kernel[...], ref.out.bias[...] = p.wo, p.bo
     x = jax.random.normal(jax.random.key(11), (2, 5, 16))
     ctx = jax.random.normal(jax.random.key(12), (2, 4, 16))
     mask = masks.cross_attention_mask(masks.lengths_to_mask(jnp.array([4, 2]), 4))
