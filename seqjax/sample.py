@@ -22,7 +22,7 @@ from flax import nnx
 
 from seqjax import checkpoint as ckpt_lib
 from seqjax.models import transformers
-from seqjax.task import build_task
+from seqjax.task import build_model, build_task
 
 
 def load_run(workdir: str, expected_task: str | tuple[str, ...] | None = None):
@@ -37,7 +37,7 @@ def load_run(workdir: str, expected_task: str | tuple[str, ...] | None = None):
         raise ValueError(f"--workdir={workdir!r}: checkpoint from another model: the run trained task "
                          f"{config.task!r}, this tool needs {' or '.join(map(repr, expected))}")
     task = build_task(config)
-    model = task.model(nnx.Rngs(config.seed))
+    model = build_model(config, task, nnx.Rngs(config.seed))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     try:
         params = ckpt_lib.load_params(workdir, params)

@@ -65,3 +65,9 @@ def build_task(config) -> Task:
     if missing:
         raise ValueError(f"config.task={config.task!r}: build() returned an object without {missing}")
     return task
+
+
+def build_model(config, task, rngs):
+    """The run's model: `config.model_name`'s class called with `config.model` and the task's data-derived
+    arguments. (Placeholder: calls task.model(rngs).)"""
+    return task.model(rngs)
