@@ -8,7 +8,7 @@
   (checked on jax 0.10.2); Auto lets the compiler choose and insert collectives.
 - "pmap": `jax.pmap` over this process's devices with axis name "data"; state is copied per device and the
   step averages gradients with `lax.pmean` across all devices of all processes.
-- "none": plain `jax.jit` on one device.
+- "none": the mesh over one device.
 
 In every mode each process holds `batch_size // process_count` rows of the global batch.
 """
@@ -74,8 +74,12 @@ def to_global(tree: Any, sharding: NamedSharding) -> Any:
 
 
 def replicate(tree: Any, n: int) -> Any:
-    """Copy each leaf n times along a new leading axis, for `jax.pmap` over n local devices."""
-    return jax.tree.map(lambda x: jnp.broadcast_to(x, (n, *jnp.shape(x))), tree)
+    """Copy each leaf n times along a new leading axis, for `jax.pmap` over n local devices.
+
+    Leaves pass through the host: a leaf committed to one device (as restored or loaded from a checkpoint)
+    would commit its copies there too, and pmap rejects arguments committed to other than its devices.
+    """
+    return jax.tree.map(lambda x: jnp.broadcast_to(jnp.asarray(np.asarray(x)), (n, *np.shape(x))), tree)
 
 
 def unreplicate(tree: Any) -> Any:

@@ -1,18 +1,23 @@
-"""The training engine: one pure train step, compiled over a device mesh (or pmap, or one device), with
-checkpoints that resume exactly, console progress, metrics files, plots and a final summary.
+"""The training engine: one pure train step, compiled over a device mesh (one device is a mesh of one) or,
+through a thin adapter, under pmap; checkpoints that resume exactly, console progress, metrics files, plots
+and a final summary.
 
     state, metrics = train_step(state, batch, rng)      # pure; rng = PRNGKey(seed)
     metrics = eval_step(state, batch)
 
-`train_and_evaluate(config, workdir)` runs a whole experiment (see configs.py for every field).
+`train_and_evaluate(config, workdir)` runs a whole experiment (see configs.py for every field) in four
+sections, top to bottom: setup, restore, training loop, final evaluation and summary.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import os
 import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import jax
@@ -26,6 +31,10 @@ from seqjax import metrics_io, optim, parallel
 from seqjax.data.iterators import ArrayIterator, eval_batches
 from seqjax.task import Task, build_model, build_task
 
+# Losses stay on the device until a log line or a save needs them: reading each one at once would make every
+# step wait for the previous one. This bounds how many wait.
+MAX_UNCHECKED_LOSSES = 1000
+
 
 class TrainState(NamedTuple):
     step: jax.Array  # int32 [], optimiser updates done so far
@@ -35,7 +44,7 @@ class TrainState(NamedTuple):
 
 
 class NonFiniteLossError(FloatingPointError):
-    pass
+    """A step's loss was NaN or inf; the message names the step and the last good checkpoint."""
 
 
 def log(msg: str) -> None:
@@ -43,17 +52,23 @@ def log(msg: str) -> None:
         print(msg, flush=True)
 
 
-def init_state(config, task: Task, tx: optax.GradientTransformation, seed: int) -> tuple[nnx.GraphDef, TrainState]:
-    """(graphdef, TrainState at step 0) from `task.model(nnx.Rngs(seed))`.
+# ======================================================================== the state and the pure steps
+
+
+def init_state(config, task: Task, tx: optax.GradientTransformation) -> tuple[nnx.GraphDef, TrainState]:
+    """(graphdef, TrainState at step 0) of `build_model(config, task, nnx.Rngs(config.seed))`.
 
     Initialisation runs as one jitted function: op-by-op it would compile every initialiser separately.
     """
 
+    def model() -> nnx.Module:
+        return build_model(config, task, nnx.Rngs(config.seed))
+
     def make() -> TrainState:
-        _, params, rest = nnx.split(build_model(config, task, nnx.Rngs(seed)), nnx.Param, ...)
+        _, params, rest = nnx.split(model(), nnx.Param, ...)
         return TrainState(jnp.zeros((), jnp.int32), params, rest, tx.init(params))
 
-    graphdef = nnx.split(nnx.eval_shape(lambda: build_model(config, task, nnx.Rngs(seed))), nnx.Param, ...)[0]
+    graphdef = nnx.split(nnx.eval_shape(model), nnx.Param, ...)[0]
     return graphdef, jax.jit(make)()
 
 
@@ -136,61 +151,81 @@ def make_eval_step(task: Task, graphdef: nnx.GraphDef, *, mixed_precision: bool 
     return eval_step
 
 
-class Runner:
-    """The step functions compiled for one execution mode, and how states and batches are placed for it.
+# ==================================================================== the steps compiled for the devices
 
-    mode "mesh": jit with NamedShardings (state replicated, batch split on "data"), state donated.
-    mode "pmap": pmap over local devices, axis "data", state donated. mode "none": jit on one device.
+
+class Runner(NamedTuple):
+    """The compiled steps and how values enter and leave them: all the training loop knows of the devices.
+
+    place_state: one host copy of the TrainState -> the steps' state argument.
+    place_batch: this process's rows [B/P, ...] of the global batch [B, ...] (P processes) -> the batch.
+    one_copy: the steps' state or metrics -> one copy, as saved and logged.
     """
+    train_step: Callable  # (state, batch, rng) -> (state, metrics); donates the state
+    eval_step: Callable  # (state, batch) -> metrics
+    place_state: Callable
+    place_batch: Callable
+    one_copy: Callable
+    num_devices: int
 
-    def __init__(self, mode: str, train_step_fn: Callable, eval_step_fn: Callable,
-                 devices: list | None = None):
-        self.mode = mode
-        if mode == "mesh":
-            self.mesh = parallel.make_mesh(devices)
-            self.num_devices = self.mesh.size
-            rep, data = parallel.replicated(self.mesh), parallel.batch_sharding(self.mesh)
-            self.train_step = jax.jit(train_step_fn, in_shardings=(rep, data, rep), out_shardings=(rep, rep),
-                                      donate_argnums=0)
-            self.eval_step = jax.jit(eval_step_fn, in_shardings=(rep, data), out_shardings=rep)
-        elif mode == "pmap":
-            self.devices = jax.local_devices() if devices is None else list(devices)
-            self.num_devices = len(self.devices) * jax.process_count()
-            self.train_step = jax.pmap(train_step_fn, axis_name=parallel.DATA_AXIS, in_axes=(0, 0, None),
-                                       donate_argnums=0, devices=self.devices)
-            self.eval_step = jax.pmap(eval_step_fn, axis_name=parallel.DATA_AXIS, devices=self.devices)
-        elif mode == "none":
-            self.device = (devices or jax.local_devices())[0]
-            self.num_devices = 1
-            self.train_step = jax.jit(train_step_fn, donate_argnums=0)
-            self.eval_step = jax.jit(eval_step_fn)
-        else:
-            raise ValueError(f"train.parallel: expected 'mesh', 'pmap' or 'none', got {mode!r}")
 
-    def place_state(self, state: Any) -> Any:
-        """A host/single-device state -> the form the compiled step takes."""
-        if self.mode == "mesh":
-            return parallel.to_global(state, parallel.replicated(self.mesh))
-        if self.mode == "pmap":
-            return parallel.replicate(state, len(self.devices))
-        return jax.device_put(state, self.device)
+def mesh_runner(train_fn: Callable, eval_fn: Callable, devices: list | None = None) -> Runner:
+    """jit over a 1-D "data" mesh of `devices` (default: every device of every process): state replicated,
+    batch split along B."""
+    mesh = parallel.make_mesh(devices)
+    rep, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)
+    return Runner(
+        train_step=jax.jit(train_fn, in_shardings=(rep, data, rep), out_shardings=(rep, rep),
+                           donate_argnums=0),
+        eval_step=jax.jit(eval_fn, in_shardings=(rep, data), out_shardings=rep),
+        place_state=functools.partial(parallel.to_global, sharding=rep),
+        place_batch=functools.partial(parallel.to_global, sharding=data),
+        one_copy=lambda tree: tree,
+        num_devices=mesh.size)
 
-    def place_batch(self, local_batch: dict[str, np.ndarray]) -> Any:
-        """This process's rows of the global batch -> the compiled step's batch argument."""
-        if self.mode == "mesh":
-            return parallel.to_global(local_batch, parallel.batch_sharding(self.mesh))
-        if self.mode == "pmap":
-            return parallel.split_leading(local_batch, len(self.devices), "batch")
-        return jax.device_put(local_batch, self.device)
 
-    def checkpointable(self, state: Any) -> Any:
-        """The state as saved: one copy (pmap keeps one per device)."""
-        return parallel.unreplicate(state) if self.mode == "pmap" else state
+def pmap_runner(train_fn: Callable, eval_fn: Callable, devices: list | None = None) -> Runner:
+    """The same steps under pmap over this process's `devices`, axis "data": one state copy per device.
 
-    def metrics_to_host(self, metrics: Any) -> dict[str, float]:
-        if self.mode == "pmap":
-            metrics = parallel.unreplicate(metrics)
-        return {k: float(v) for k, v in jax.device_get(metrics).items()}
+    The steps must be made with `axis_name="data"`, so that they average gradients and metrics over devices.
+    """
+    devices = jax.local_devices() if devices is None else list(devices)
+    n = len(devices)
+    return Runner(
+        train_step=jax.pmap(train_fn, axis_name=parallel.DATA_AXIS, in_axes=(0, 0, None), donate_argnums=0,
+                            devices=devices),
+        eval_step=jax.pmap(eval_fn, axis_name=parallel.DATA_AXIS, devices=devices),
+        place_state=functools.partial(parallel.replicate, n=n),
+        place_batch=functools.partial(parallel.split_leading, n=n, name="batch"),  # [n, B/(P n), ...]
+        one_copy=parallel.unreplicate,
+        num_devices=n * jax.process_count())
+
+
+def make_runner(mode: str, train_fn: Callable, eval_fn: Callable, devices: list | None = None) -> Runner:
+    """`train.parallel`: "mesh" (every device), "none" (a mesh of one device) or "pmap"."""
+    if mode == "mesh":
+        return mesh_runner(train_fn, eval_fn, devices)
+    if mode == "none":
+        if jax.process_count() > 1:
+            raise ValueError("train.parallel='none' is one device: a multi-process run needs 'mesh' or "
+                             "'pmap'")
+        return mesh_runner(train_fn, eval_fn, (devices or jax.local_devices())[:1])
+    if mode == "pmap":
+        return pmap_runner(train_fn, eval_fn, devices)
+    raise ValueError(f"train.parallel: expected 'mesh', 'pmap' or 'none', got {mode!r}")
+
+
+def _compiled_steps(config, task: Task, graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
+                    schedule: optax.Schedule) -> Runner:
+    """The run's train and eval steps for `train.parallel` (jit and pmap compile on the first call)."""
+    t = config.train
+    axis_name = parallel.DATA_AXIS if t.parallel == "pmap" else None
+    train_fn = make_train_step(task, graphdef, tx, schedule, accum_steps=config.optim.accum_steps,
+                               mixed_precision=t.mixed_precision, axis_name=axis_name)
+    eval_fn = make_eval_step(task, graphdef, mixed_precision=t.mixed_precision, axis_name=axis_name)
+    runner = make_runner(t.parallel, train_fn, eval_fn)
+    parallel.check_batch_divides(t.batch_size, runner.num_devices, config.optim.accum_steps)
+    return runner
 
 
 def evaluate_split(runner: Runner, state: Any, arrays: dict[str, np.ndarray], batch_size: int,
@@ -198,11 +233,133 @@ def evaluate_split(runner: Runner, state: Any, arrays: dict[str, np.ndarray], ba
     """Mean of the per-batch eval metrics over `num_batches` batches of the split (0 = the whole split)."""
     totals, count = {}, 0
     for batch in eval_batches(arrays, batch_size, num_batches, jax.process_index(), jax.process_count()):
-        metrics = runner.metrics_to_host(runner.eval_step(state, runner.place_batch(batch)))
+        metrics = _to_floats(runner.one_copy(runner.eval_step(state, runner.place_batch(batch))))
         for k, v in metrics.items():
             totals[k] = totals.get(k, 0.0) + v
         count += 1
     return {k: v / count for k, v in totals.items()}
+
+
+def _to_floats(metrics: dict[str, jax.Array]) -> dict[str, float]:
+    return {k: float(v) for k, v in jax.device_get(metrics).items()}
+
+
+# ============================================================================= setup and restore helpers
+
+
+def _train_iterator(config, task: Task, arrays: dict[str, np.ndarray]) -> ArrayIterator:
+    """This process's rows of each global training batch, cut to length buckets if `train.length_buckets`
+    > 1."""
+    buckets = int(config.train.length_buckets)
+    lengths = getattr(task, "padded_lengths", None)
+    if buckets > 1 and not lengths:
+        raise ValueError(f"train.length_buckets={buckets}: task {config.task!r} declares no padded_lengths "
+                         "({padded array: its lengths array}), so its batches cannot be cut to length")
+    return ArrayIterator(arrays, config.train.batch_size, seed=config.seed, process_index=jax.process_index(),
+                         process_count=jax.process_count(), lengths=lengths, num_buckets=buckets)
+
+
+def _load_init_from(path: str, state: TrainState, tx: optax.GradientTransformation) -> TrainState:
+    """`state` with the params of another run's checkpoint at `path` and a fresh optimiser state."""
+    params = ckpt_lib.load_params(path, state.params)
+    log(f"initialised params from {path}")
+    return state._replace(params=params, opt_state=tx.init(params))
+
+
+def _restore(checkpoints: ckpt_lib.Checkpoints, state: TrainState,
+             train_iter: ArrayIterator) -> tuple[int, TrainState]:
+    """(step, state) of the newest readable checkpoint, `train_iter` moved to where it was; (0, `state`) if
+    there is none. The state comes back in the layout of `state` (one host copy)."""
+    restored = checkpoints.restore_latest(ckpt_lib.abstract_tree(state))
+    if restored is None:
+        return 0, state
+    step, state, meta = restored
+    train_iter.set_state(meta["iterator"])
+    log(f"resumed from checkpoint step {step} in {checkpoints.directory}")
+    return step, state
+
+
+# ================================================================================ training loop helpers
+
+
+def _due(step: int, every: int, last: int | None = None) -> bool:
+    """Whether an action done every `every` steps (0 = never) falls on `step`, or on step `last` if given."""
+    return bool(every) and (step % every == 0 or step == last)
+
+
+def _check_finite(unchecked: list[tuple[int, jax.Array]], checkpoints: ckpt_lib.Checkpoints,
+                  writer: metrics_io.MetricWriter) -> None:
+    """Empty `unchecked` [(step, loss)], raising NonFiniteLossError at its first NaN or inf loss.
+
+    Every save comes after a check of the losses up to its step, so the checkpoint the error names is good.
+    """
+    for step, loss in unchecked:
+        if not np.isfinite(np.asarray(jax.device_get(loss)).reshape(-1)[0]):
+            writer.close()
+            checkpoints.wait()
+            good = checkpoints.all_steps()
+            raise NonFiniteLossError(f"non-finite loss at step {step}; the last good checkpoint is "
+                                     f"{good[-1] if good else 'none'} in {checkpoints.directory}")
+    unchecked.clear()
+
+
+class _Pace:
+    """Steps per second over each logging window (evaluations and saves left out), and the ETA.
+
+    The first window of a run includes compiling the train step, so the ETA is "?" until the second.
+    """
+
+    def __init__(self, step: int, last_step: int):
+        self.last_step = last_step
+        self.step, self.time, self.windows = step, time.time(), 0
+
+    def lap(self, step: int) -> tuple[float, str]:
+        """(steps/s since the previous lap, ETA of the last step) at `step`."""
+        now = time.time()
+        rate = (step - self.step) / max(now - self.time, 1e-9)
+        eta = _format_eta((self.last_step - step) / rate) if self.windows else "?"
+        self.step, self.time, self.windows = step, now, self.windows + 1
+        return rate, eta
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        start = time.time()
+        yield
+        self.time += time.time() - start
+
+
+def _format_eta(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def _log_train(writer: metrics_io.MetricWriter, step: int, steps: int, metrics: dict[str, jax.Array],
+               pace: _Pace) -> None:
+    host = _to_floats(metrics)
+    rate, eta = pace.lap(step)
+    writer.write(step, {**host, "steps_per_s": rate}, "train")
+    log(f"step {step:6d}/{steps} | loss {host['loss']:.4g} | {rate:.1f} steps/s | ETA {eta}")
+
+
+def _evaluate_val(runner: Runner, state: Any, val: dict[str, np.ndarray] | None, train_config,
+                  writer: metrics_io.MetricWriter, step: int) -> dict[str, float]:
+    """Metrics on the val split ({} if the task has none), also written to the metrics files and printed."""
+    if val is None:
+        return {}
+    result = evaluate_split(runner, state, val, train_config.batch_size, train_config.eval_batches)
+    writer.write(step, result, "val")
+    log(f"step {step:6d} | eval " + " ".join(f"{k}={v:.4g}" for k, v in sorted(result.items())))
+    return result
+
+
+def _save(checkpoints: ckpt_lib.Checkpoints, step: int, state: TrainState, train_iter: ArrayIterator,
+          config, wait: bool = False) -> None:
+    """Save `state` (one copy) with the data iterator's position, so that a resume continues exactly."""
+    meta = {"iterator": train_iter.get_state(), "config": config.to_dict(), "step": step}
+    checkpoints.save(step, state, meta, wait=wait)
 
 
 class _StopSignals:
@@ -217,7 +374,6 @@ class _StopSignals:
         self._old = {}
 
     def __enter__(self):
-        import threading
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._old[sig] = signal.signal(sig, self._handle)
@@ -231,12 +387,13 @@ class _StopSignals:
             signal.signal(sig, handler)
 
 
-def _format_eta(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+def _task_report(task: Task, graphdef: nnx.GraphDef, state: TrainState, splits: dict,
+                 workdir: str) -> dict[str, float]:
+    model = nnx.merge(graphdef, *jax.device_get((state.params, state.rest)))
+    return {k: float(v) for k, v in task.evaluate(model, splits, workdir).items()}
+
+
+# ========================================================================================== the run
 
 
 def train_and_evaluate(config, workdir: str, experiment: str = "") -> dict:
@@ -246,121 +403,73 @@ def train_and_evaluate(config, workdir: str, experiment: str = "") -> dict:
     {"experiment", "config", "steps", "wall_time_s", "final": {metric: value}, "status"}.
     status is "completed" or "interrupted" (SIGTERM/SIGINT: saved a checkpoint and stopped early).
     """
+    # ------------------------------------------------------------------------------------------- setup
     start = time.time()
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     is_main = jax.process_index() == 0
     t = config.train
+
     task = build_task(config)
+    log("loading data ...")
     splits = task.data()
     if "train" not in splits:
         raise ValueError(f"task {config.task!r}: data() returned splits {sorted(splits)}, needs 'train'")
+    train_iter = _train_iterator(config, task, splits["train"])
+    val = splits.get("val")
 
     tx, schedule = optim.make_optimizer(config.optim, t.steps)
-    graphdef, host_state = init_state(config, task, tx, config.seed)
-    train_fn = make_train_step(task, graphdef, tx, schedule, accum_steps=config.optim.accum_steps,
-                               mixed_precision=t.mixed_precision,
-                               axis_name=parallel.DATA_AXIS if t.parallel == "pmap" else None)
-    eval_fn = make_eval_step(task, graphdef, mixed_precision=t.mixed_precision,
-                             axis_name=parallel.DATA_AXIS if t.parallel == "pmap" else None)
-    runner = Runner(t.parallel, train_fn, eval_fn)
-    parallel.check_batch_divides(t.batch_size, runner.num_devices, config.optim.accum_steps)
-
+    log("initialising the model and optimiser state ...")
+    graphdef, host_state = init_state(config, task, tx)
     if t.init_from:
-        params = ckpt_lib.load_params(t.init_from, host_state.params)
-        host_state = host_state._replace(params=params, opt_state=tx.init(params))
-        log(f"initialised params from {t.init_from}")
+        host_state = _load_init_from(t.init_from, host_state, tx)
+    runner = _compiled_steps(config, task, graphdef, tx, schedule)
 
-    buckets = int(t.length_buckets)
-    lengths = getattr(task, "padded_lengths", None)
-    if buckets > 1 and not lengths:
-        raise ValueError(f"train.length_buckets={buckets}: task {config.task!r} declares no padded_lengths "
-                         "({padded array: its lengths array}), so its batches cannot be cut to length")
-    train_iter = ArrayIterator(splits["train"], t.batch_size, seed=config.seed,
-                               process_index=jax.process_index(), process_count=jax.process_count(),
-                               lengths=lengths, num_buckets=buckets)
     checkpoints = ckpt_lib.Checkpoints(workdir, keep=t.keep_checkpoints, async_save=t.async_checkpoints)
-    state = runner.place_state(host_state)
-    restored = checkpoints.restore_latest(ckpt_lib.abstract_tree(runner.checkpointable(state)))
-    if restored is not None:
-        step0, saved, meta = restored
-        state = runner.place_state(saved) if t.parallel == "pmap" else saved
-        train_iter.set_state(meta["iterator"])
-        log(f"resumed from checkpoint step {step0} in {checkpoints.directory}")
-    else:
-        step0 = 0
+    writer = metrics_io.MetricWriter(workdir, enabled=is_main)
     if is_main:
         metrics_io.write_json(os.path.join(workdir, "config.json"), config.to_dict())
 
-    writer = metrics_io.MetricWriter(workdir, enabled=is_main)
+    # ----------------------------------------------------------------------------------------- restore
+    step0, host_state = _restore(checkpoints, host_state, train_iter)
+    state = runner.place_state(host_state)
+    del host_state  # the placed copy is the live one (and the train step donates it)
+
+    # ----------------------------------------------------------------------------------- training loop
     rng = jax.random.PRNGKey(config.seed)
-    val = splits.get("val")
-    eval_bs = t.batch_size
-
-    def save(step, wait=False):
-        meta = {"iterator": train_iter.get_state(), "config": config.to_dict(), "step": step}
-        checkpoints.save(step, runner.checkpointable(state), meta, wait=wait)
-
-    def run_eval(step):
-        if val is None:
-            return {}
-        result = evaluate_split(runner, state, val, eval_bs, t.eval_batches)
-        writer.write(step, result, "val")
-        log(f"step {step:6d} | eval " + " ".join(f"{k}={v:.4g}" for k, v in sorted(result.items())))
-        return result
-
-    step, status, last_eval = step0, "completed", {}
-    pending = []  # (step, loss) not yet checked for finiteness; checked in bulk to avoid a sync every step
-    window_start, window_steps = time.time(), 0
-
-    def check_finite():
-        for s, loss in pending:
-            if not np.isfinite(float(np.asarray(jax.device_get(loss)).reshape(-1)[0])):
-                writer.close()
-                checkpoints.wait()
-                good = checkpoints.all_steps()
-                raise NonFiniteLossError(f"non-finite loss at step {s}; the last good checkpoint is "
-                                         f"{good[-1] if good else 'none'} in {checkpoints.directory}")
-        pending.clear()
-
+    step, pace = step0, _Pace(step0, t.steps)
+    unchecked = []  # (step, loss on the device) not yet checked for NaN/inf
+    if step < t.steps:
+        log(f"compiling the train step (then steps {step + 1}..{t.steps}) ...")
     with _StopSignals() as stop:
-        while step < t.steps:
-            batch = runner.place_batch(next(train_iter))
-            state, metrics = runner.train_step(state, batch, rng)
+        while step < t.steps and not stop.received:
+            state, metrics = runner.train_step(state, runner.place_batch(next(train_iter)), rng)
             step += 1
-            window_steps += 1
-            pending.append((step, metrics["loss"]))
-            if len(pending) >= 1000:
-                check_finite()
-            if t.log_every and (step % t.log_every == 0 or step == t.steps):
-                check_finite()
-                host = runner.metrics_to_host(metrics)
-                rate = window_steps / max(time.time() - window_start, 1e-9)
-                window_start, window_steps = time.time(), 0
-                writer.write(step, {**host, "steps_per_s": rate}, "train")
-                log(f"step {step:6d}/{t.steps} | loss {host['loss']:.4g} | {rate:.1f} steps/s | "
-                    f"ETA {_format_eta((t.steps - step) / rate)}")
-            if t.eval_every and step % t.eval_every == 0 and step < t.steps:
-                last_eval = run_eval(step)
-                window_start = time.time()  # keep eval time out of steps/s
-            if t.checkpoint_every and step % t.checkpoint_every == 0:
-                check_finite()
-                save(step)
-                window_start = time.time()
-            if stop.received:
-                status = "interrupted"
-                log(f"received {stop.received} at step {step}: saving a checkpoint and stopping")
-                break
-        check_finite()
-        save(step, wait=True)
+            unchecked.append((step, metrics["loss"]))
+            log_now, save_now = _due(step, t.log_every, last=t.steps), _due(step, t.checkpoint_every)
+            if log_now or save_now or len(unchecked) >= MAX_UNCHECKED_LOSSES:
+                _check_finite(unchecked, checkpoints, writer)
+            if log_now:
+                _log_train(writer, step, t.steps, runner.one_copy(metrics), pace)
+            if _due(step, t.eval_every) and step < t.steps:
+                with pace.paused():
+                    _evaluate_val(runner, state, val, t, writer, step)
+            if save_now:
+                with pace.paused():
+                    _save(checkpoints, step, runner.one_copy(state), train_iter, config)
 
+        status = "interrupted" if stop.received else "completed"
+        if stop.received:
+            log(f"received {stop.received} at step {step}: saving a checkpoint and stopping")
+        _check_finite(unchecked, checkpoints, writer)
+        _save(checkpoints, step, runner.one_copy(state), train_iter, config, wait=True)
+
+    # --------------------------------------------------------------------- final evaluation and summary
     final = {}
     if status == "completed":
-        last_eval = run_eval(step) if step > step0 or not last_eval else last_eval
-        final.update({f"val_{k}": v for k, v in last_eval.items()})
-        model = nnx.merge(graphdef, *jax.device_get((runner.checkpointable(state).params,
-                                                     runner.checkpointable(state).rest)))
-        final.update({k: float(v) for k, v in task.evaluate(model, splits, workdir).items()})
+        log("final evaluation ...")
+        final.update({f"val_{k}": v for k, v in _evaluate_val(runner, state, val, t, writer, step).items()})
+        final.update(_task_report(task, graphdef, runner.one_copy(state), splits, workdir))
     writer.flush()
     writer.close()
     checkpoints.close()

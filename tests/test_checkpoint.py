@@ -16,6 +16,7 @@ from helpers_train import (
     final_params,
     launch_cmd,
     launch_env,
+    overrides,
     run_launch,
     toy_config,
 )
@@ -35,19 +36,41 @@ def straight(tmp_path_factory):
 
 
 def step_dirs(workdir):
-    return sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
+    """Steps of the checkpoints fully on disk: orbax writes `<step>.orbax-checkpoint-tmp-*` and renames it to
+    `<step>` as the last act of a save."""
+    directory = os.path.join(workdir, "checkpoints")
+    return sorted(int(d) for d in os.listdir(directory) if d.isdigit()) if os.path.isdir(directory) else []
 
 
-def test_sigkill_then_resume_is_bitwise_identical(straight, tmp_path):
-    workdir = str(tmp_path)
-    args = [f"--config={TOY}:smoke", f"--workdir={workdir}",
-            *(f"--config.{k}={v}" for k, v in CONFIG.items())]
-    killed = run_launch(*args, "--config.train.plots=False", "--config.train.debug_kill_at_step=4")
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    assert step_dirs(workdir) == [4]
-    assert not os.path.exists(os.path.join(workdir, "summary.json"))
-    summary = train.train_and_evaluate(toy_config(**CONFIG), workdir)
-    assert summary["steps"] == 8 and step_dirs(workdir) == [4, 8]
+# Long enough after the first checkpoint (step 4) that the kill lands mid-run: 9 more saves follow it (about
+# 2 s on a CPU, against a 10 ms poll).
+KILLED = {**CONFIG, "train.steps": 40, "train.log_every": 20, "train.plots": False}
+
+
+def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
+    straight = str(tmp_path / "straight")
+    train.train_and_evaluate(toy_config(**KILLED), straight)
+
+    workdir = str(tmp_path / "killed")
+    args = [f"--config={TOY}:smoke", f"--workdir={workdir}", *overrides(KILLED)]
+    with open(tmp_path / "killed.log", "w") as out:
+        proc = subprocess.Popen(launch_cmd(*args), cwd=ROOT, env=launch_env(), stdout=out,
+                                stderr=subprocess.STDOUT)
+        deadline = time.time() + 120
+        while proc.poll() is None and not [s for s in step_dirs(workdir) if s >= 4]:
+            assert time.time() < deadline, "no checkpoint of step >= 4 appeared"
+            time.sleep(0.01)
+        proc.kill()
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-2000:]
+    killed_at = step_dirs(workdir)[-1]
+    assert 4 <= killed_at < 40 and not os.path.exists(os.path.join(workdir, "summary.json"))
+
+    resumed = run_launch(*args)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resumed from checkpoint step {killed_at}" in resumed.stdout
+    assert json.load(open(os.path.join(workdir, "summary.json")))["steps"] == 40
+    assert step_dirs(workdir)[-1] == 40
     assert_params_equal(final_params(workdir), final_params(straight), exact=True)
     # The optimiser state too: the whole saved TrainState matches.
     a, b = checkpoint.load_raw(workdir), checkpoint.load_raw(straight)
@@ -109,14 +132,14 @@ def test_init_from_loads_params_and_rejects_another_model(straight):
     config = toy_config(**CONFIG)
     task = build_task(config)
     tx, _ = optim.make_optimizer(config.optim, 8)
-    _, state = train.init_state(task, tx, seed=123)
+    _, state = train.init_state(toy_config(**{**CONFIG, "seed": 123}), task, tx)
     loaded = checkpoint.load_params(straight, state.params)
     want = final_params(straight)
     got = {k: np.asarray(v) for k, v in checkpoint.flat_by_path(loaded).items()}
     assert_params_equal(got, want)
 
     other = toy_config(**{**CONFIG, "model.hidden": 8})
-    _, other_state = train.init_state(build_task(other), tx, seed=0)
+    _, other_state = train.init_state(other, build_task(other), tx)
     with pytest.raises(ValueError, match="checkpoint from another model"):
         checkpoint.load_params(straight, other_state.params)
     with pytest.raises(checkpoint.CheckpointError, match="no checkpoint found"):

@@ -1,8 +1,12 @@
 """1 device vs 4 simulated CPU devices, jit over a mesh and pmap: the same params after a few steps."""
+import os
+import shutil
+
 import jax
 import numpy as np
 import pytest
-from helpers_train import final_params, toy_config
+from helpers_train import assert_params_equal, final_params, toy_config
+from jax.sharding import PartitionSpec as P
 
 from seqjax import optim, parallel, train
 from seqjax.data.iterators import ArrayIterator
@@ -12,20 +16,20 @@ from seqjax.task import build_task
 def run_steps(mode: str, config, steps: int = 4, devices=None):
     task = build_task(config)
     tx, schedule = optim.make_optimizer(config.optim, config.train.steps)
-    graphdef, state = train.init_state(task, tx, config.seed)
+    graphdef, state = train.init_state(config, task, tx)
     axis = parallel.DATA_AXIS if mode == "pmap" else None
-    runner = train.Runner(mode, train.make_train_step(task, graphdef, tx, schedule,
-                                                      accum_steps=config.optim.accum_steps, axis_name=axis),
-                          train.make_eval_step(task, graphdef, axis_name=axis), devices=devices)
+    train_fn = train.make_train_step(task, graphdef, tx, schedule, accum_steps=config.optim.accum_steps,
+                                     axis_name=axis)
+    runner = train.make_runner(mode, train_fn, train.make_eval_step(task, graphdef, axis_name=axis), devices)
     state = runner.place_state(state)
     it = ArrayIterator(task.data()["train"], config.train.batch_size, seed=config.seed)
     losses = []
     for _ in range(steps):
         batch = runner.place_batch(next(it))
         state, metrics = runner.train_step(state, batch, jax.random.PRNGKey(config.seed))
-        losses.append(runner.metrics_to_host(metrics)["loss"])
+        losses.append(float(runner.one_copy(metrics)["loss"]))
     val = train.evaluate_split(runner, state, task.data()["val"], 8)
-    params = jax.device_get(runner.checkpointable(state).params)
+    params = jax.device_get(runner.one_copy(state).params)
     return runner, params, losses, val
 
 
@@ -40,7 +44,8 @@ def test_four_devices_are_simulated():
 
 def test_mesh_and_pmap_match_one_device():
     config = toy_config()
-    _, ref, ref_losses, ref_val = run_steps("none", config)
+    one, ref, ref_losses, ref_val = run_steps("none", config)
+    assert one.num_devices == 1  # "none" is the mesh over one device
     for mode in ("mesh", "pmap"):
         runner, params, losses, val = run_steps(mode, config)
         assert runner.num_devices == 4
@@ -61,19 +66,25 @@ def test_mesh_state_is_replicated_and_batch_sharded():
     config = toy_config()
     runner, _, _, _ = run_steps("mesh", config, steps=1)
     batch = runner.place_batch({"x": np.zeros((8, 4, 3), np.float32)})
-    assert batch["x"].sharding.spec == parallel.batch_sharding(runner.mesh).spec
+    assert batch["x"].sharding.spec == P(parallel.DATA_AXIS)
     shards = batch["x"].addressable_shards
     assert len(shards) == 4 and shards[0].data.shape == (2, 4, 3)
     with pytest.raises(ValueError, match="train.batch_size: 6 is not divisible by devices"):
         parallel.check_batch_divides(6, 4)
 
 
-def test_pmap_run_end_to_end_matches_mesh_run(tmp_path):
-    config = toy_config(**{"train.steps": 4})
+def test_pmap_run_end_to_end_matches_mesh_run_and_resumes_exactly(tmp_path):
+    config = toy_config(**{"train.steps": 4, "train.checkpoint_every": 2})
     config.train.parallel = "pmap"
-    train.train_and_evaluate(config, str(tmp_path / "pmap"))
+    pmap_dir = str(tmp_path / "pmap")
+    train.train_and_evaluate(config, pmap_dir)
+    want = final_params(pmap_dir)
+    # A checkpoint restores to one device; the pmap state must still reach every device.
+    shutil.rmtree(os.path.join(pmap_dir, "checkpoints", "4"))
+    assert train.train_and_evaluate(config, pmap_dir)["steps"] == 4
+    assert_params_equal(final_params(pmap_dir), want, exact=True)
     config.train.parallel = "mesh"
     train.train_and_evaluate(config, str(tmp_path / "mesh"))
-    a, b = final_params(str(tmp_path / "pmap")), final_params(str(tmp_path / "mesh"))
+    a, b = final_params(pmap_dir), final_params(str(tmp_path / "mesh"))
     for k in a:
         np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)

@@ -13,13 +13,13 @@ from helpers_train import final_params, toy_config
 
 from seqjax import optim, train
 from seqjax.data.iterators import ArrayIterator, eval_batches
-from seqjax.task import build_task, task_module
+from seqjax.task import build_model, build_task, task_module
 
 
 def setup(config):
     task = build_task(config)
     tx, schedule = optim.make_optimizer(config.optim, config.train.steps)
-    graphdef, state = train.init_state(task, tx, config.seed)
+    graphdef, state = train.init_state(config, task, tx)
     batch = {k: jnp.asarray(v[:8]) for k, v in task.data()["train"].items()}
     return task, tx, schedule, graphdef, state, batch
 
@@ -32,7 +32,7 @@ def test_train_step_matches_manual_grad_and_update():
     new_state, metrics = step(state, batch, rng)
 
     # Reference: rebuild the model, differentiate the task loss with the documented key, apply optax by hand.
-    model = task.model(nnx.Rngs(config.seed))
+    model = build_model(config, task, nnx.Rngs(config.seed))
     key = train.step_key(rng, 0, 0)
 
     def loss_of(params):
@@ -90,7 +90,7 @@ def test_step_compiles_once():
     config = toy_config()
     task, tx, schedule, graphdef, state, _ = setup(config)
     step = chex.assert_max_traces(train.make_train_step(task, graphdef, tx, schedule), n=1)
-    runner = train.Runner("mesh", step, train.make_eval_step(task, graphdef))
+    runner = train.make_runner("mesh", step, train.make_eval_step(task, graphdef))
     state = runner.place_state(state)
     it = ArrayIterator(task.data()["train"], 8, seed=0)
     for _ in range(3):
