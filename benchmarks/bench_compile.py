@@ -1,6 +1,6 @@
 """Compile time of the GPT training step for 2, 6 and 12 layers (V=65, N=4, D=128, T=128, B=32, AdamW).
 
-  L12, L6, L2   seqjax.transformer.DecoderOnly: layers are a lax.scan over stacked parameters, so the
+  L12, L6, L2   seqjax.models.gpt.GPT: layers are a lax.scan over stacked parameters, so the
                 compiled program holds one layer body whatever L is (goal: L12 <= 1.5x L2)
   flax-L12      the Flax nnx.MultiHeadAttention GPT of bench_gpt.py, a Python loop over 12 layers (every
                 layer is traced and compiled separately), for contrast

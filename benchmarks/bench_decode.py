@@ -1,6 +1,6 @@
 """KV-cache decoding vs recomputing the prefix: 256 new tokens from the char GPT (V=65, L=4, N=4, D=128).
 
-  seqjax            DecoderOnly.generate: prompt prefill, then one token at a time against the KV cache
+  seqjax            GPT.generate: prompt prefill, then one token at a time against the KV cache
                     (decoding.generate: a jitted while_loop, greedy), O(S) attention work per token
   seqjax-recompute  the same model, greedy, but every step runs the full forward pass over a fixed
                     [B, prompt + new] token buffer and reads the logits at the current position (a jitted

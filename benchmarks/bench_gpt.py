@@ -1,9 +1,9 @@
 """Character-level GPT training step: V=65, L=4, N=4, D=128 (MLP 4D), T=128, B=32, AdamW, f32.
 
 Implementations (each in its own worker process):
-  seqjax            seqjax.transformer.DecoderOnly (layers scanned, default attention: einsum at this T)
+  seqjax            seqjax.models.gpt.GPT (layers scanned, attention_implementation="auto": einsum at this T)
                     + optax.adamw
-  seqjax-blockwise  the same model with implementation="blockwise" attention (seqjax.kernels.blockwise)
+  seqjax-blockwise  the same model built with attention_implementation="blockwise" (seqjax.kernels.blockwise)
   flax              a GPT of the same shape built from Flax's own nnx.MultiHeadAttention, nnx.LayerNorm,
                     nnx.Linear, nnx.Embed (a Python loop over layers, as in the Flax examples) + optax.adamw
   torch             a minimal nanoGPT-style model (benchmarks/peers/torch_gpt.py), eager, SDPA, AdamW
@@ -35,14 +35,15 @@ def batch(config):
     return tokens[:, :-1], tokens[:, 1:]
 
 
-def seqjax_model(config, seed: int = 0):
+def seqjax_model(config, seed: int = 0, attention_implementation: str = "auto"):
     from flax import nnx
 
-    from seqjax import transformer
+    from seqjax.models.gpt import GPT
 
     D = config["D"]
-    return transformer.DecoderOnly(config["V"], D, config["N"], config["L"], config.get("F", 4 * D),
-                                   config.get("max_len", config["T"]), rngs=nnx.Rngs(seed))
+    return GPT(config["V"], d_model=D, num_heads=config["N"], num_layers=config["L"],
+               mlp_dim=config.get("F", 4 * D), max_len=config.get("max_len", config["T"]),
+               attention_implementation=attention_implementation, rngs=nnx.Rngs(seed))
 
 
 def flax_model(config, seed: int = 0):
@@ -80,8 +81,8 @@ def flax_model(config, seed: int = 0):
     return GPT(config["V"], D, config["N"], config["L"], config.get("F", 4 * D), config["T"], nnx.Rngs(seed))
 
 
-def make_train_step(model, implementation=None):
-    """(graphdef, a fresh jittable step function, initial state) for next-token cross-entropy + AdamW."""
+def make_train_step(model):
+    """(a fresh jittable step function, initial state) for next-token cross-entropy + AdamW."""
     import jax
     import optax
     from flax import nnx
@@ -90,10 +91,9 @@ def make_train_step(model, implementation=None):
 
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = optax.adamw(LEARNING_RATE, weight_decay=WEIGHT_DECAY)
-    kwargs = {} if implementation is None else {"implementation": implementation}
 
     def loss_fn(params, inputs, targets):
-        logits = nnx.merge(graphdef, params, rest)(inputs, **kwargs)  # [B, T, V]
+        logits = nnx.merge(graphdef, params, rest)(inputs)  # [B, T, V]
         return losses.softmax_cross_entropy(logits, targets)
 
     def step(state, batch):
@@ -105,10 +105,10 @@ def make_train_step(model, implementation=None):
     return step, (params, tx.init(params))
 
 
-def _setup_train(model, config, implementation=None):
+def _setup_train(model, config):
     import jax
 
-    step, state = make_train_step(model, implementation)
+    step, state = make_train_step(model)
     run = jax_train_callable(jax.jit(step, donate_argnums=0), state, batch(config))
     jax_warmup(run, 3)
     return run
@@ -119,7 +119,7 @@ def setup_seqjax(config):
 
 
 def setup_seqjax_blockwise(config):
-    return _setup_train(seqjax_model(config), config, implementation="blockwise")
+    return _setup_train(seqjax_model(config, attention_implementation="blockwise"), config)
 
 
 def setup_flax(config):

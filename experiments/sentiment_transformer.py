@@ -45,7 +45,8 @@ def get_config(arg: str | None = None):
     for p in parts:
         if p == "smoke":
             d.max_train, d.max_eval, d.max_len = 256, 128, 24
-            m.d_model, m.num_heads, m.num_layers, m.mlp_dim, m.max_len = 16, 2, 1, 32, 24
+            m.d_model, m.num_heads, m.num_layers, m.mlp_dim = 16, 2, 1, 32
+            m.max_len = 25  # data.max_len + 1: room for a [CLS] token should pooling be "cls"
             configs.smoke_train(c, steps=6, batch_size=16)
         elif p != "full":
             raise ValueError(f"experiments/sentiment_transformer.py: unknown variant {p!r}; use full|smoke")

@@ -43,7 +43,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 class ToyModel(nnx.Module):
     """x [B, T, D] -> predictions [B, O]: Dense -> LayerNorm -> ReLU -> dropout -> Dense on the time-mean."""
 
-    def __init__(self, num_inputs: int, num_outputs: int, *, hidden_size: int = 16, output_dropout: float = 0.0,
+    def __init__(self, num_inputs: int, num_outputs: int, *, hidden_size: int = 16,
+                 output_dropout: float = 0.0,
                  layer_norm_epsilon: float = 1e-6, rngs: nnx.Rngs):
         self.inp = nn.Dense(num_inputs, hidden_size, rngs=rngs)
         self.norm = nn.LayerNorm(hidden_size, epsilon=layer_norm_epsilon, rngs=rngs)

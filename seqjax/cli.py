@@ -1,6 +1,6 @@
-"""The command-line style of every seqjax program (launch.py, `python -m seqjax.sample`, `python -m seqjax.viz`):
-absl flags; `--help` prints the program's description and flags and exits 0; a usage error is one line on
-stderr and exit status 2.
+"""The command-line style of every seqjax program (launch.py, `python -m seqjax.sample`,
+`python -m seqjax.viz`): absl flags; `--help` prints the program's description and flags and exits 0; a
+usage error is one line on stderr and exit status 2.
 
 Each program keeps its own `flags.FlagValues`, so the programs can be imported together (tests do) without
 their flag names colliding.

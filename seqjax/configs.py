@@ -10,8 +10,9 @@ An experiment's `get_config(arg)` starts from `base(task, model_name)`:
 - `config.train`: the trainer (below). `config.distributed`: multi-process setup. `config.seed`.
 
 `base` fills `config.data` and `config.model` with every keyword argument of the two constructors, each with
-the constructor's own default, so the command line can set any of them (`--config.model.attention_dropout=0.1`)
-and no default lives anywhere else. The sections are locked: assigning a key that is not an argument is an
+the constructor's own default, so the command line can set any of them
+(`--config.model.attention_dropout=0.1`) and no default lives anywhere else. The sections are locked:
+assigning a key that is not an argument is an
 error at once. The constructors' arguments without a default are not config keys: the task derives them from
 its data (`task.model_args()`, e.g. the vocabulary size). `construct` is the one place a config section
 becomes a constructor call; it names any key that does not fit.

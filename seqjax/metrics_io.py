@@ -5,10 +5,13 @@ own TF-free `tensorboard.summary.Writer`. Only process 0 writes (`enabled=False`
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import time
 from collections import defaultdict
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -108,3 +111,36 @@ def plot_curves(metrics_path: str, out_dir: str) -> list[str]:
         plt.close(fig)
         written.append(path)
     return written
+
+
+class Pace:
+    """Steps per second over each logging window (evaluations and saves left out), and the ETA.
+
+    The first window of a run includes compiling the train step, so the ETA is "?" until the second.
+    """
+
+    def __init__(self, step: int, last_step: int):
+        self.last_step = last_step
+        self.step, self.time, self.windows = step, time.time(), 0
+
+    def lap(self, step: int) -> tuple[float, str]:
+        """(steps/s since the previous lap, ETA of the last step) at `step`."""
+        now = time.time()
+        rate = (step - self.step) / max(now - self.time, 1e-9)
+        eta = format_eta((self.last_step - step) / rate) if self.windows else "?"
+        self.step, self.time, self.windows = step, now, self.windows + 1
+        return rate, eta
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        start = time.time()
+        yield
+        self.time += time.time() - start
+
+
+def format_eta(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"

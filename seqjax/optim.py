@@ -65,7 +65,8 @@ def decay_mask(params: Any) -> Any:
             return False
         name = "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
         raise ValueError(f"weight decay: parameter {name!r} is a {type(variable).__name__} with no declared "
-                         "role; create it as seqjax.nn.Kernel (decayed) or Bias / Norm / Position / ClassToken")
+                         "role; create it as seqjax.nn.Kernel (decayed) or Bias / Norm / Position / "
+                         "ClassToken")
 
     return jax.tree_util.tree_map_with_path(decide, params, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
@@ -101,7 +102,8 @@ def make_optimizer(optim, total_steps: int) -> tuple[optax.GradientTransformatio
     check_fields(optim)
     schedule = make_schedule(optim, total_steps)
     if optim.name == "adamw":
-        core = optax.adamw(schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps, weight_decay=float(optim.weight_decay),
+        core = optax.adamw(schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps,
+                           weight_decay=float(optim.weight_decay),
                            mask=decay_mask if optim.weight_decay else None)
     elif optim.name == "adam":
         core = optax.adam(schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps)

@@ -14,7 +14,9 @@ In every mode each process holds `batch_size // process_count` rows of the globa
 """
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -96,3 +98,69 @@ def split_leading(tree: Any, n: int, name: str = "batch") -> Any:
         return x.reshape(n, x.shape[0] // n, *x.shape[1:])  # [n, B/n, ...]
 
     return jax.tree.map(split, tree)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The compiled steps of one execution mode
+# ----------------------------------------------------------------------------------------------------------
+
+
+class Runner(NamedTuple):
+    """The compiled steps and how values enter and leave them: all the training loop knows of the devices.
+
+    place_state: one host copy of the TrainState -> the steps' state argument.
+    place_batch: this process's rows [B/P, ...] of the global batch [B, ...] (P processes) -> the batch.
+    one_copy: the steps' state or metrics -> one copy, as saved and logged.
+    """
+    train_step: Callable  # (state, batch, rng) -> (state, metrics); donates the state
+    eval_step: Callable  # (state, batch) -> metrics
+    place_state: Callable
+    place_batch: Callable
+    one_copy: Callable
+    num_devices: int
+
+
+def mesh_runner(train_fn: Callable, eval_fn: Callable, devices: list | None = None) -> Runner:
+    """jit over a 1-D "data" mesh of `devices` (default: every device of every process): state replicated,
+    batch split along B."""
+    mesh = make_mesh(devices)
+    rep, data = replicated(mesh), batch_sharding(mesh)
+    return Runner(
+        train_step=jax.jit(train_fn, in_shardings=(rep, data, rep), out_shardings=(rep, rep),
+                           donate_argnums=0),
+        eval_step=jax.jit(eval_fn, in_shardings=(rep, data), out_shardings=rep),
+        place_state=functools.partial(to_global, sharding=rep),
+        place_batch=functools.partial(to_global, sharding=data),
+        one_copy=lambda tree: tree,
+        num_devices=mesh.size)
+
+
+def pmap_runner(train_fn: Callable, eval_fn: Callable, devices: list | None = None) -> Runner:
+    """The same steps under pmap over this process's `devices`, axis "data": one state copy per device.
+
+    The steps must be made with `axis_name="data"`, so that they average gradients and metrics over devices.
+    """
+    devices = jax.local_devices() if devices is None else list(devices)
+    n = len(devices)
+    return Runner(
+        train_step=jax.pmap(train_fn, axis_name=DATA_AXIS, in_axes=(0, 0, None), donate_argnums=0,
+                            devices=devices),
+        eval_step=jax.pmap(eval_fn, axis_name=DATA_AXIS, devices=devices),
+        place_state=functools.partial(replicate, n=n),
+        place_batch=functools.partial(split_leading, n=n, name="batch"),  # [n, B/(P n), ...]
+        one_copy=unreplicate,
+        num_devices=n * jax.process_count())
+
+
+def make_runner(mode: str, train_fn: Callable, eval_fn: Callable, devices: list | None = None) -> Runner:
+    """`train.parallel`: "mesh" (every device), "none" (a mesh of one device) or "pmap"."""
+    if mode == "mesh":
+        return mesh_runner(train_fn, eval_fn, devices)
+    if mode == "none":
+        if jax.process_count() > 1:
+            raise ValueError("train.parallel='none' is one device: a multi-process run needs 'mesh' or "
+                             "'pmap'")
+        return mesh_runner(train_fn, eval_fn, (devices or jax.local_devices())[:1])
+    if mode == "pmap":
+        return pmap_runner(train_fn, eval_fn, devices)
+    raise ValueError(f"train.parallel: expected 'mesh', 'pmap' or 'none', got {mode!r}")

@@ -60,7 +60,7 @@ def build_model(config, task: Task, rngs: nnx.Rngs) -> nnx.Module:
 
 def predict(fn: Callable[[nnx.Module, dict[str, jax.Array]], Any], model: nnx.Module,
             arrays: dict[str, np.ndarray], batch_size: int = 256) -> Any:
-    """`fn(model, batch)` over every row of `arrays` (a dict of [N, ...] arrays) in batches, as NumPy [N, ...].
+    """`fn(model, batch)` over every row of `arrays` (a dict of [N, ...] arrays) in batches: NumPy [N, ...].
 
     The tasks' evaluation helper (the trainer's own eval loop is `train.evaluate_split`). `fn` is jitted once:
     the last batch wraps around to the first rows, so every batch has the same shape, and the extra rows are
@@ -76,7 +76,8 @@ def predict(fn: Callable[[nnx.Module, dict[str, jax.Array]], Any], model: nnx.Mo
     for start in range(0, N, B):
         rows = np.arange(start, start + B) % N
         out = run(state, {k: np.asarray(v)[rows] for k, v in arrays.items()})
-        outs.append(jax.tree.map(lambda a, n=min(B, N - start): np.asarray(a)[:n], out))
+        n = min(B, N - start)
+        outs.append(jax.tree.map(lambda a, n=n: np.asarray(a)[:n], out))
     return jax.tree.map(lambda *parts: np.concatenate(parts), *outs)
 
 

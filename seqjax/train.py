@@ -10,14 +10,11 @@ sections, top to bottom: setup, restore, training loop, final evaluation and sum
 """
 from __future__ import annotations
 
-import contextlib
-import functools
-import math
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -154,81 +151,20 @@ def make_eval_step(task: Task, graphdef: nnx.GraphDef, *, mixed_precision: bool 
 # ==================================================================== the steps compiled for the devices
 
 
-class Runner(NamedTuple):
-    """The compiled steps and how values enter and leave them: all the training loop knows of the devices.
-
-    place_state: one host copy of the TrainState -> the steps' state argument.
-    place_batch: this process's rows [B/P, ...] of the global batch [B, ...] (P processes) -> the batch.
-    one_copy: the steps' state or metrics -> one copy, as saved and logged.
-    """
-    train_step: Callable  # (state, batch, rng) -> (state, metrics); donates the state
-    eval_step: Callable  # (state, batch) -> metrics
-    place_state: Callable
-    place_batch: Callable
-    one_copy: Callable
-    num_devices: int
-
-
-def mesh_runner(train_fn: Callable, eval_fn: Callable, devices: list | None = None) -> Runner:
-    """jit over a 1-D "data" mesh of `devices` (default: every device of every process): state replicated,
-    batch split along B."""
-    mesh = parallel.make_mesh(devices)
-    rep, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)
-    return Runner(
-        train_step=jax.jit(train_fn, in_shardings=(rep, data, rep), out_shardings=(rep, rep),
-                           donate_argnums=0),
-        eval_step=jax.jit(eval_fn, in_shardings=(rep, data), out_shardings=rep),
-        place_state=functools.partial(parallel.to_global, sharding=rep),
-        place_batch=functools.partial(parallel.to_global, sharding=data),
-        one_copy=lambda tree: tree,
-        num_devices=mesh.size)
-
-
-def pmap_runner(train_fn: Callable, eval_fn: Callable, devices: list | None = None) -> Runner:
-    """The same steps under pmap over this process's `devices`, axis "data": one state copy per device.
-
-    The steps must be made with `axis_name="data"`, so that they average gradients and metrics over devices.
-    """
-    devices = jax.local_devices() if devices is None else list(devices)
-    n = len(devices)
-    return Runner(
-        train_step=jax.pmap(train_fn, axis_name=parallel.DATA_AXIS, in_axes=(0, 0, None), donate_argnums=0,
-                            devices=devices),
-        eval_step=jax.pmap(eval_fn, axis_name=parallel.DATA_AXIS, devices=devices),
-        place_state=functools.partial(parallel.replicate, n=n),
-        place_batch=functools.partial(parallel.split_leading, n=n, name="batch"),  # [n, B/(P n), ...]
-        one_copy=parallel.unreplicate,
-        num_devices=n * jax.process_count())
-
-
-def make_runner(mode: str, train_fn: Callable, eval_fn: Callable, devices: list | None = None) -> Runner:
-    """`train.parallel`: "mesh" (every device), "none" (a mesh of one device) or "pmap"."""
-    if mode == "mesh":
-        return mesh_runner(train_fn, eval_fn, devices)
-    if mode == "none":
-        if jax.process_count() > 1:
-            raise ValueError("train.parallel='none' is one device: a multi-process run needs 'mesh' or "
-                             "'pmap'")
-        return mesh_runner(train_fn, eval_fn, (devices or jax.local_devices())[:1])
-    if mode == "pmap":
-        return pmap_runner(train_fn, eval_fn, devices)
-    raise ValueError(f"train.parallel: expected 'mesh', 'pmap' or 'none', got {mode!r}")
-
-
 def _compiled_steps(config, task: Task, graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
-                    schedule: optax.Schedule) -> Runner:
+                    schedule: optax.Schedule) -> parallel.Runner:
     """The run's train and eval steps for `train.parallel` (jit and pmap compile on the first call)."""
     t = config.train
     axis_name = parallel.DATA_AXIS if t.parallel == "pmap" else None
     train_fn = make_train_step(task, graphdef, tx, schedule, accum_steps=config.optim.accum_steps,
                                mixed_precision=t.mixed_precision, axis_name=axis_name)
     eval_fn = make_eval_step(task, graphdef, mixed_precision=t.mixed_precision, axis_name=axis_name)
-    runner = make_runner(t.parallel, train_fn, eval_fn)
+    runner = parallel.make_runner(t.parallel, train_fn, eval_fn)
     parallel.check_batch_divides(t.batch_size, runner.num_devices, config.optim.accum_steps)
     return runner
 
 
-def evaluate_split(runner: Runner, state: Any, arrays: dict[str, np.ndarray], batch_size: int,
+def evaluate_split(runner: parallel.Runner, state: Any, arrays: dict[str, np.ndarray], batch_size: int,
                    num_batches: int = 0) -> dict[str, float]:
     """Mean of the per-batch eval metrics over `num_batches` batches of the split (0 = the whole split)."""
     totals, count = {}, 0
@@ -303,48 +239,15 @@ def _check_finite(unchecked: list[tuple[int, jax.Array]], checkpoints: ckpt_lib.
     unchecked.clear()
 
 
-class _Pace:
-    """Steps per second over each logging window (evaluations and saves left out), and the ETA.
-
-    The first window of a run includes compiling the train step, so the ETA is "?" until the second.
-    """
-
-    def __init__(self, step: int, last_step: int):
-        self.last_step = last_step
-        self.step, self.time, self.windows = step, time.time(), 0
-
-    def lap(self, step: int) -> tuple[float, str]:
-        """(steps/s since the previous lap, ETA of the last step) at `step`."""
-        now = time.time()
-        rate = (step - self.step) / max(now - self.time, 1e-9)
-        eta = _format_eta((self.last_step - step) / rate) if self.windows else "?"
-        self.step, self.time, self.windows = step, now, self.windows + 1
-        return rate, eta
-
-    @contextlib.contextmanager
-    def paused(self) -> Iterator[None]:
-        start = time.time()
-        yield
-        self.time += time.time() - start
-
-
-def _format_eta(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
 def _log_train(writer: metrics_io.MetricWriter, step: int, steps: int, metrics: dict[str, jax.Array],
-               pace: _Pace) -> None:
+               pace: metrics_io.Pace) -> None:
     host = _to_floats(metrics)
     rate, eta = pace.lap(step)
     writer.write(step, {**host, "steps_per_s": rate}, "train")
     log(f"step {step:6d}/{steps} | loss {host['loss']:.4g} | {rate:.1f} steps/s | ETA {eta}")
 
 
-def _evaluate_val(runner: Runner, state: Any, val: dict[str, np.ndarray] | None, train_config,
+def _evaluate_val(runner: parallel.Runner, state: Any, val: dict[str, np.ndarray] | None, train_config,
                   writer: metrics_io.MetricWriter, step: int) -> dict[str, float]:
     """Metrics on the val split ({} if the task has none), also written to the metrics files and printed."""
     if val is None:
@@ -437,7 +340,7 @@ def train_and_evaluate(config, workdir: str, experiment: str = "") -> dict:
 
     # ----------------------------------------------------------------------------------- training loop
     rng = jax.random.PRNGKey(config.seed)
-    step, pace = step0, _Pace(step0, t.steps)
+    step, pace = step0, metrics_io.Pace(step0, t.steps)
     unchecked = []  # (step, loss on the device) not yet checked for NaN/inf
     if step < t.steps:
         log(f"compiling the train step (then steps {step + 1}..{t.steps}) ...")

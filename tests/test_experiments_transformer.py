@@ -1,5 +1,6 @@
-"""Transformer-family experiments: each smoke variant end to end through the trainer, and the model builders
-against slow references (full recomputation for cached sampling and generation, truncation for padding)."""
+"""Transformer-family experiments: each smoke variant end to end through the trainer, and the models their
+configs build against slow references (full recomputation for cached sampling and generation, truncation for
+padding)."""
 import importlib.util
 import json
 import pathlib
@@ -7,13 +8,12 @@ import pathlib
 import helpers_train  # noqa: F401  (repository root on sys.path, persistent compilation cache)
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
 
-from seqjax import train, viz
-from seqjax.models import transformers
+from seqjax import configs, models, train, viz
+from seqjax.models import gpt
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -71,19 +71,25 @@ def test_vit_smoke(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Builders against references
+# The models the experiments' configs build, against references
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _cfg(**kw):
-    return ml_collections.ConfigDict(kw)
+def build_model(name: str, data_args: dict, **overrides):
+    """The model of experiments/<name>.py's smoke config (`config.model`, with overrides), built as the
+    trainer builds it: `configs.construct` with the data arguments a task would supply."""
+    config = load_config(name, "smoke")
+    for key, value in overrides.items():
+        config.model[key] = value
+    return configs.construct(models.get(config.model_name), "model", config.model, rngs=nnx.Rngs(0),
+                             **data_args)
 
 
-def test_sample_chars_matches_full_recomputation():
-    model = transformers.char_gpt(_cfg(d_model=16, num_heads=2, num_layers=2, mlp_dim=32, max_len=8), 11,
-                                  nnx.Rngs(0))
+def test_generate_long_matches_full_recomputation():
+    model = build_model("char_gpt", {"vocab_size": 11}, num_layers=2, max_len=8)
+    assert isinstance(model, gpt.GPT) and model.max_len == 8
     prompt = [3, 1, 4]
-    got = transformers.sample_chars(model, prompt, 13)  # greedy: key=None
+    got = gpt.generate_long(model, prompt, 13)  # greedy: key=None
     # Reference: the same windows (first the prompt, then the last max_len // 2 tokens), each new token the
     # argmax of a full forward pass over the window's context plus what it generated so far. The pass runs on
     # the sequence right-padded to max_len (one compiled shape); causality makes the padding irrelevant.
@@ -100,21 +106,24 @@ def test_sample_chars_matches_full_recomputation():
         window += 1
     np.testing.assert_array_equal(got, np.array(out[:13]))
     # A prompt longer than the position table starts from its last max_len // 2 tokens.
-    long = transformers.sample_chars(model, list(range(10)), 3)
-    ref = transformers.sample_chars(model, list(range(6, 10)), 3)
+    long = gpt.generate_long(model, list(range(10)), 3)
+    ref = gpt.generate_long(model, list(range(6, 10)), 3)
     np.testing.assert_array_equal(long, ref)
-    sampled = transformers.sample_chars(model, prompt, 13, key=jax.random.PRNGKey(1), temperature=1.0,
-                                        top_k=3)
+    sampled = gpt.generate_long(model, prompt, 13, key=jax.random.PRNGKey(1), temperature=1.0, top_k=3)
     assert sampled.shape == (13,) and sampled.min() >= 0 and sampled.max() < 11
+    with pytest.raises(ValueError, match="prompt_ids: need at least one token"):
+        gpt.generate_long(model, [], 3)
 
 
-def test_g2p_generate_matches_greedy_loop():
-    cfg = _cfg(d_model=16, num_heads=2, num_encoder_layers=1, num_decoder_layers=2, mlp_dim=32, max_src_len=8,
-               max_tgt_len=8)
-    model = transformers.g2p_transformer(cfg, 9, 7, nnx.Rngs(0))
+def test_g2p_translate_matches_greedy_loop():
+    # The G2P task uses the EncoderDecoder directly: (src, src_lengths, tgt_in) teacher forcing and translate;
+    # pad/bos/eos ids come from the task's data (tokenize.CharVocab: pad 0, bos 1, eos 2).
+    data_args = {"src_vocab_size": 9, "tgt_vocab_size": 7, "pad_id": 0, "bos_id": 1, "eos_id": 2}
+    model = build_model("g2p_transformer", data_args, num_encoder_layers=1, num_decoder_layers=2,
+                        max_src_len=8, max_tgt_len=8)
     src = jnp.array([[3, 4, 5, 6, 0], [7, 8, 0, 0, 0]], jnp.int32)
     lengths = jnp.array([4, 2], jnp.int32)
-    got = np.asarray(model.generate(src, lengths, 5))
+    got = np.asarray(model.translate(src, lengths, 5))
     assert got.shape == (2, 5)
     forward = nnx.jit(lambda m, s, n, t: m(s, n, t))
     for b in range(2):
@@ -128,26 +137,29 @@ def test_g2p_generate_matches_greedy_loop():
             first = int(np.argmax(ref == 2))
             ref[first + 1:] = 0
         np.testing.assert_array_equal(got[b], ref)
-    beam1 = np.asarray(model.generate(src, lengths, 5, beam_size=1))
+    beam1 = np.asarray(model.translate(src, lengths, 5, beam_size=1))
     np.testing.assert_array_equal(beam1, got)
-    assert np.asarray(model.generate(src, lengths, 5, beam_size=3)).shape == (2, 5)
+    assert np.asarray(model.translate(src, lengths, 5, beam_size=3)).shape == (2, 5)
 
 
-def test_sentiment_classifier_ignores_padding():
-    cfg = _cfg(d_model=16, num_heads=2, num_layers=2, mlp_dim=32, max_len=16, pool="cls")
-    model = transformers.sentiment_classifier(cfg, 20, nnx.Rngs(0))
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_sentiment_classifier_ignores_padding(pooling):
+    # The task also offers unk_id, which the classifier does not take (configs.construct passes only its own).
+    data_args = {"vocab_size": 20, "num_classes": 2, "unk_id": 1}
+    model = build_model("sentiment_transformer", data_args, num_layers=2, max_len=16, pooling=pooling)
     tokens = jnp.array([[5, 6, 7, 0, 0, 0], [8, 9, 10, 11, 12, 13]], jnp.int32)
     lengths = jnp.array([3, 6], jnp.int32)
-    logits = model(tokens, lengths)
+    forward = nnx.jit(lambda m, x, n: m(x, n))
+    logits = forward(model, tokens, lengths)
     assert logits.shape == (2, 2)
     changed = tokens.at[0, 3:].set(19)  # different tokens under the padding
-    np.testing.assert_allclose(model(changed, lengths), logits, atol=1e-5)
-    np.testing.assert_allclose(model(tokens[:1, :3], lengths[:1]), logits[:1], atol=1e-5)  # truncated copy
+    np.testing.assert_allclose(forward(model, changed, lengths), logits, atol=1e-5)
+    truncated = forward(model, tokens[:1, :3], lengths[:1])  # the first row alone, without its padding
+    np.testing.assert_allclose(truncated, logits[:1], atol=1e-5)
 
 
-def test_vit_builder_checks_image_size():
-    model = transformers.vit(_cfg(d_model=16, num_heads=2, num_layers=1, mlp_dim=32, patch_size=4), 10,
-                             (28, 28, 1), nnx.Rngs(0))
+def test_vit_checks_image_size():
+    model = build_model("vit", {"num_classes": 10, "image_size": (28, 28), "channels": 1})
     assert model(jnp.zeros((2, 28, 28, 1))).shape == (2, 10)
     with pytest.raises(ValueError, match=r"images: expected \[B, 28, 28, 1\], got \(2, 32, 32, 1\)"):
         model(jnp.zeros((2, 32, 32, 1)))

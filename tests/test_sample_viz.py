@@ -8,7 +8,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from seqjax import sample, train, viz
+from seqjax import sample, task, train, viz
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -93,9 +93,9 @@ def test_sample_rejects_other_models(char_run, vit_run, tmp_path, capsys):
     config["model"]["d_model"] = 24
     (other / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="checkpoint from another model"):
-        sample.load_run(str(other), "char_lm")
+        task.load_run(str(other), ("char_lm",))
     with pytest.raises(FileNotFoundError, match="no config.json"):
-        sample.load_run(str(tmp_path / "nowhere"), "char_lm")
+        task.load_run(str(tmp_path / "nowhere"), ("char_lm",))
 
 
 def test_viz_char_and_vit(char_run, vit_run, tmp_path):
@@ -112,3 +112,21 @@ def test_viz_char_and_vit(char_run, vit_run, tmp_path):
         viz.render(vit_run, str(tmp_path / "v3"), image=str(bad))
     with pytest.raises(ValueError, match="--input: required"):
         viz.render(char_run, str(tmp_path / "c2"))
+
+
+@pytest.mark.xfail(strict=True, reason="library bug, seqjax/cli.py parse(): absl FlagValues keep the values "
+                   "of the previous main() call (flags absent from argv are not reset to their defaults)")
+@pytest.mark.parametrize("program, first, second, message", [
+    (sample, ["--workdir={nowhere}"], [], "--workdir is required"),
+    (viz, ["--workdir={nowhere}", "--out={nowhere}"], ["--workdir={nowhere}"], "--out is required"),
+], ids=["sample", "viz"])
+def test_main_depends_only_on_its_arguments(program, first, second, message, tmp_path, capsys):
+    """main(argv) is a function of argv: a flag given to an earlier call does not carry over to the next."""
+    nowhere = str(tmp_path / "nowhere")
+    try:
+        assert program.main([a.format(nowhere=nowhere) for a in first]) == 2
+        capsys.readouterr()
+        assert program.main([a.format(nowhere=nowhere) for a in second]) == 2
+        assert message in capsys.readouterr().err
+    finally:
+        program.FLAGS.unparse_flags()  # leave the module's flags at their defaults for the other tests

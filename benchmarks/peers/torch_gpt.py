@@ -2,7 +2,7 @@
 
 Pre-LN blocks (LayerNorm -> causal self-attention via scaled_dot_product_attention -> residual, LayerNorm ->
 MLP 4D with GELU -> residual), learned positions, a final LayerNorm and output logits tied to the token
-embedding; no dropout. The same model and AdamW step as seqjax's transformer.DecoderOnly in bench_gpt.py.
+embedding; no dropout. The same model and AdamW step as seqjax's models.gpt.GPT in bench_gpt.py.
 """
 from __future__ import annotations
 

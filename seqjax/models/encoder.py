@@ -23,8 +23,8 @@ class Encoder(nnx.Module):
                  mlp_dim: int = 512, max_len: int = 128, positions: str = "learned",
                  num_kv_heads: int | None = None, embed_dropout: float = 0.0, residual_dropout: float = 0.0,
                  attention_dropout: float = 0.0, pre_ln: bool = True, activation: str = "gelu",
-                 layer_norm_epsilon: float = 1e-6, remat: bool = False, attention_implementation: str = "auto",
-                 rngs: nnx.Rngs):
+                 layer_norm_epsilon: float = 1e-6, remat: bool = False,
+                 attention_implementation: str = "auto", rngs: nnx.Rngs):
         cfg = block_config(d_model=d_model, num_heads=num_heads, mlp_dim=mlp_dim, num_kv_heads=num_kv_heads,
                            residual_dropout=residual_dropout, attention_dropout=attention_dropout,
                            pre_ln=pre_ln, positions=positions, activation=activation,
@@ -68,7 +68,8 @@ class TransformerClassifier(nnx.Module):
         if pooling not in POOLINGS:
             raise ValueError(f"pooling: expected one of {POOLINGS}, got {pooling!r}")
         self.encoder = Encoder(vocab_size, d_model=d_model, num_heads=num_heads, num_layers=num_layers,
-                               mlp_dim=mlp_dim, max_len=max_len, positions=positions, num_kv_heads=num_kv_heads,
+                               mlp_dim=mlp_dim, max_len=max_len, positions=positions,
+                               num_kv_heads=num_kv_heads,
                                embed_dropout=embed_dropout, residual_dropout=residual_dropout,
                                attention_dropout=attention_dropout, pre_ln=pre_ln, activation=activation,
                                layer_norm_epsilon=layer_norm_epsilon, remat=remat,

@@ -47,7 +47,8 @@ class EncoderDecoder(nnx.Module):
         self.length_penalty = length_penalty
         self.embedder = TokenEmbedder(tgt_vocab_size, cfg, positions=positions, max_len=max_tgt_len,
                                       embed_dropout=embed_dropout, rngs=rngs)
-        self.decoder = Stack(cfg, num_decoder_layers, causal=True, cross_attention=True, remat=remat, rngs=rngs)
+        self.decoder = Stack(cfg, num_decoder_layers, causal=True, cross_attention=True, remat=remat,
+                             rngs=rngs)
         self.head = None if tie_embeddings else Dense(d_model, tgt_vocab_size, rngs=rngs)
         attn = self.decoder.layers.blocks.self_attn
         self.num_kv_heads, self.head_dim = attn.num_kv_heads, attn.head_dim
@@ -80,7 +81,8 @@ class EncoderDecoder(nnx.Module):
         context = ({"per_layer": {"context": memory}} if isinstance(memory, decoding.CrossKV)
                    else {"context": memory})
         out = self.decoder(y, cache=cache, key=k_stack, **context,
-                           context_mask=masks.cross_attention_mask(src_valid), return_attention=return_attention)
+                           context_mask=masks.cross_attention_mask(src_valid),
+                           return_attention=return_attention)
         logits = self.embedder.embed.attend(out.x) if self.head is None else self.head(out.x)
         return logits, out.cache, out.weights
 
@@ -125,7 +127,8 @@ class EncoderDecoder(nnx.Module):
         return _generate(self, src, src_lengths, key, max_new_tokens=max_new_tokens, beam_size=beam_size,
                          temperature=temperature, top_k=top_k, top_p=top_p)
 
-    def translate(self, src: jax.Array, src_lengths: jax.Array, max_len: int, beam_size: int = 1) -> jax.Array:
+    def translate(self, src: jax.Array, src_lengths: jax.Array, max_len: int,
+                  beam_size: int = 1) -> jax.Array:
         """Decoded target ids int32[B, max_len] (BOS dropped; pad after EOS): greedy, or the best beam."""
         out = self.generate(src, src_lengths, max_new_tokens=max_len, beam_size=beam_size)
         return out[0][:, 0, 1:] if beam_size > 1 else out[:, 1:]

@@ -96,7 +96,8 @@ def _generate(model: GPT, prompt, key, *, max_new_tokens, temperature, top_k, to
 
 
 def generate_long(model: GPT, prompt_ids, length: int, *, key: jax.Array | None = None,
-                  temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None) -> np.ndarray:
+                  temperature: float = 1.0, top_k: int | None = None,
+                  top_p: float | None = None) -> np.ndarray:
     """`length` new token ids int32[length] continuing prompt_ids int[T0], past the position table.
 
     The position table holds max_len tokens, so text longer than that is generated in windows: each window

@@ -101,7 +101,8 @@ class ViT(nnx.Module):
         cls = jnp.broadcast_to(self.cls[...][None, None, :], (B, 1, D)).astype(x.dtype)
         x = self.pos(jnp.concatenate([cls, x], axis=1))  # [B, 1 + P, D]
         k_emb, k_stack = split_keys(key, 2)
-        out = self.stack(dropout(x, self.embed_dropout, k_emb), key=k_stack, return_attention=return_attention)
+        out = self.stack(dropout(x, self.embed_dropout, k_emb), key=k_stack,
+                         return_attention=return_attention)
         h = out.x
         pooled = h[:, 0] if self.pooling == "cls" else jnp.mean(h[:, 1:], axis=1)
         logits = self.head(pooled)

@@ -19,7 +19,8 @@ IMPLEMENTATIONS = ("auto", *(i for i in attn_lib.IMPLEMENTATIONS if i is not Non
 def check_implementation(implementation: str) -> str | None:
     """A config's attention implementation -> the argument of `attention.dot_product_attention`."""
     if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"attention_implementation: expected one of {IMPLEMENTATIONS}, got {implementation!r}")
+        raise ValueError(f"attention_implementation: expected one of {IMPLEMENTATIONS}, "
+                         f"got {implementation!r}")
     return None if implementation == "auto" else implementation
 
 
@@ -40,7 +41,8 @@ class MultiHeadAttention(nnx.Module):
     def __init__(self, d_model: int, num_heads: int, *, num_kv_heads: int | None, context_dim: int | None,
                  attention_dropout: float, rope: bool, implementation: str, use_bias: bool = True,
                  rope_base: float = 10000.0, rngs: nnx.Rngs):
-        self.num_heads, self.num_kv_heads, self.head_dim = attn_lib.head_dims(d_model, num_heads, num_kv_heads)
+        N, M, K = attn_lib.head_dims(d_model, num_heads, num_kv_heads)
+        self.num_heads, self.num_kv_heads, self.head_dim = N, M, K
         if rope and self.head_dim % 2:
             raise ValueError(f"rope: needs an even head width, got K = {self.head_dim}")
         self.params = ParamTree(attn_lib.init_multi_head(rngs.params(), d_model, num_heads,
@@ -91,8 +93,9 @@ class MultiHeadAttention(nnx.Module):
             k, v = cache.k, cache.v
             mask = masks_lib.combine_masks(mask, decoding.cache_attention_mask(index, x.shape[1], k.shape[1]))
             causal = False
-        res = attn_lib.dot_product_attention(q, k, v, mask, causal=causal, dropout_rate=self.attention_dropout,
-                                             key=key, return_weights=return_weights,
+        res = attn_lib.dot_product_attention(q, k, v, mask, causal=causal,
+                                             dropout_rate=self.attention_dropout, key=key,
+                                             return_weights=return_weights,
                                              implementation=self.implementation)
         o, w = res if return_weights else (res, None)
         return AttentionOutput(attn_lib.project_out(p, o), cache, w)

@@ -48,8 +48,8 @@ class BlockConfig:
     attention_implementation: str
 
     def attention(self, rngs: nnx.Rngs, *, rope: bool) -> MultiHeadAttention:
-        return MultiHeadAttention(self.d_model, self.num_heads, num_kv_heads=self.num_kv_heads, context_dim=None,
-                                  attention_dropout=self.attention_dropout, rope=rope,
+        return MultiHeadAttention(self.d_model, self.num_heads, num_kv_heads=self.num_kv_heads,
+                                  context_dim=None, attention_dropout=self.attention_dropout, rope=rope,
                                   implementation=self.attention_implementation, rngs=rngs)
 
     def layer_norm(self, rngs: nnx.Rngs) -> LayerNorm:
@@ -176,7 +176,7 @@ class LayerStack(nnx.Module):
 
 
 class Stack(nnx.Module):
-    """L blocks over x [B, T, D] and, with pre-LN, the final LayerNorm: the body shared by every transformer."""
+    """L blocks over x [B, T, D] and, with pre-LN, the final LayerNorm: the body of every transformer."""
 
     def __init__(self, cfg: BlockConfig, num_layers: int, *, causal: bool, cross_attention: bool, remat: bool,
                  rngs: nnx.Rngs):

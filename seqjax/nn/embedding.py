@@ -13,7 +13,7 @@ POSITIONS = ("learned", "sinusoidal", "rope", "sincos2d")
 
 
 class Embedding(nnx.Module):
-    """Token ids int[...] -> vectors [..., E] (table [V, E], a `Kernel`); `attend` is the tied output layer."""
+    """Token ids int[...] -> vectors [..., E] (table [V, E], a `Kernel`); `attend`: the tied output layer."""
 
     def __init__(self, num_embeddings: int, features: int, *, init_scale: float, rngs: nnx.Rngs):
         """Entries start N(0, init_scale^2)."""

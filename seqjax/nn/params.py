@@ -16,8 +16,9 @@ Every parameter is declared with its role where it is created, as a subclass of 
 `nnx.Param` (no declared role, e.g. from `flax.nnx.Linear`) is an error when weight decay is on, not a guess.
 
 `ParamTree` holds a pure-core parameter NamedTuple (e.g. `cells.LSTMParams`, `attention.MultiHeadParams`,
-nested ones such as `patterns.Seq2SeqParams`) as NNX parameters, one attribute per field, and `get()` gives the
-NamedTuple of arrays back for the pure functions. A NamedTuple type names its bias fields in a class attribute
+nested ones such as `patterns.Seq2SeqParams`) as NNX parameters, one attribute per field, and `get()` gives
+the NamedTuple of arrays back for the pure functions. A NamedTuple type names its bias fields in a class
+attribute
 `BIASES`; every other array field is a `Kernel`.
 """
 from __future__ import annotations

@@ -21,8 +21,6 @@ import json
 import os
 from collections.abc import Sequence
 
-import numpy as np
-
 from seqjax import losses, masks
 from seqjax.data.cmudict import load_pronunciations, split_by_word
 from seqjax.data.tokenize import BOS, EOS, PAD, CharVocab
@@ -101,7 +99,8 @@ class G2PTask:
 
     def model_args(self):
         return {"src_vocab_size": len(self.src_vocab), "tgt_vocab_size": len(self.tgt_vocab),
-                "pad_id": self.tgt_vocab.pad_id, "bos_id": self.tgt_vocab.bos_id, "eos_id": self.tgt_vocab.eos_id}
+                "pad_id": self.tgt_vocab.pad_id, "bos_id": self.tgt_vocab.bos_id,
+                "eos_id": self.tgt_vocab.eos_id}
 
     def loss(self, model, batch, key):
         logits = model(batch["src"], batch["src_lengths"], batch["tgt_in"], key=key)  # [B, T, V]

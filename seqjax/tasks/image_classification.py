@@ -2,8 +2,8 @@
 
 Batches: ``image`` float32[B, H, W, 1] (standardised with training-split statistics) and ``label`` int32[B].
 Splits: the data set's own test set is ``test``; ``val`` is ``n_val`` random rows held out of the training
-set (seeded by ``split_seed``, disjoint). ``evaluate`` reports test accuracy beside a nearest-class-mean baseline (pixels,
-fitted on the training split) and names the data set used.
+set (seeded by ``split_seed``, disjoint). ``evaluate`` reports test accuracy beside a nearest-class-mean
+baseline (pixels, fitted on the training split) and names the data set used.
 
 The model is a `seqjax.models.vit.ViT` (model_args: classes, image size, channels).
 """
