@@ -24,6 +24,7 @@ def new_flags() -> flags.FlagValues:
 
 def parse(values: flags.FlagValues, argv: list[str], prog: str, description: str) -> bool:
     """Parse argv (without the program name) into `values`. False when --help was printed (exit 0)."""
+    values.unparse_flags()  # each call starts from the defaults, whatever an earlier call parsed
     try:
         rest = values([prog, *argv])
     except flags.Error as e:

@@ -103,6 +103,8 @@ def load_run(workdir: str, expected_tasks: tuple[str, ...] | None = None):
     if "model_name" not in config:
         raise ValueError(f"--workdir={workdir!r}: written by an older seqjax (its config has no model_name); "
                          "its checkpoints do not fit the current models: train it again")
+    if isinstance(expected_tasks, str):
+        raise TypeError("expected_tasks: a tuple of task names, not one string")
     if expected_tasks and config.task not in expected_tasks:
         raise ValueError(f"--workdir={workdir!r}: checkpoint from another model: the run trained task "
                          f"{config.task!r}, this tool needs {' or '.join(map(repr, expected_tasks))}")

@@ -138,7 +138,7 @@ def test_init_from_loads_params_and_rejects_another_model(straight):
     got = {k: np.asarray(v) for k, v in checkpoint.flat_by_path(loaded).items()}
     assert_params_equal(got, want)
 
-    other = toy_config(**{**CONFIG, "model.hidden": 8})
+    other = toy_config(**{**CONFIG, "model.hidden_size": 8})
     _, other_state = train.init_state(other, build_task(other), tx)
     with pytest.raises(ValueError, match="checkpoint from another model"):
         checkpoint.load_params(straight, other_state.params)

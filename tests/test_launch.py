@@ -50,24 +50,24 @@ def test_run_writes_summary_and_overrides_apply(tmp_path):
 
 def test_sweep_launch_prints_one_command_per_point(tmp_path):
     out = run_launch(f"--config={TOY}:smoke", f"--workdir={tmp_path}", "--config.train.steps=3",
-                     "--sweep=optim.lr=1e-3,3e-3;model.hidden=8,16", "--sweep_launch", timeout=60)
+                     "--sweep=optim.lr=1e-3,3e-3;model.hidden_size=8,16", "--sweep_launch", timeout=60)
     assert out.returncode == 0, out.stderr
     cmds = out.stdout.strip().splitlines()
     assert len(cmds) == 4
-    assert "--config.optim.lr=3e-3" in cmds[2] and "--config.model.hidden=8" in cmds[2]
+    assert "--config.optim.lr=3e-3" in cmds[2] and "--config.model.hidden_size=8" in cmds[2]
     assert all("--config.train.steps=3" in c and f"--workdir={tmp_path}/" in c for c in cmds)
 
 
 def test_sweep_runs_grid_and_writes_tables(tmp_path):
-    out = run_launch(f"--config={TOY}:smoke", f"--workdir={tmp_path}", *FAST, "--sweep=model.hidden=4,8",
+    out = run_launch(f"--config={TOY}:smoke", f"--workdir={tmp_path}", *FAST, "--sweep=model.hidden_size=4,8",
                      timeout=180)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = list(csv.DictReader(open(tmp_path / "results.csv")))
-    assert [r["model.hidden"] for r in rows] == ["4", "8"]
+    assert [r["model.hidden_size"] for r in rows] == ["4", "8"]
     assert all(r["status"] == "completed" and float(r["test_mse"]) > 0 for r in rows)
     for r in rows:
-        summary = json.load(open(tmp_path / f"model.hidden={r['model.hidden']}" / "summary.json"))
-        assert summary["config"]["model"]["hidden"] == int(r["model.hidden"])
+        summary = json.load(open(tmp_path / f"model.hidden_size={r['model.hidden_size']}" / "summary.json"))
+        assert summary["config"]["model"]["hidden_size"] == int(r["model.hidden_size"])
         assert float(r["val_loss"]) == pytest.approx(summary["final"]["val_loss"])
     md = open(tmp_path / "results.md").read().splitlines()
-    assert md[0].startswith("| model.hidden |") and len(md) == 4
+    assert md[0].startswith("| model.hidden_size |") and len(md) == 4

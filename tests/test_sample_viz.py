@@ -114,8 +114,6 @@ def test_viz_char_and_vit(char_run, vit_run, tmp_path):
         viz.render(char_run, str(tmp_path / "c2"))
 
 
-@pytest.mark.xfail(strict=True, reason="library bug, seqjax/cli.py parse(): absl FlagValues keep the values "
-                   "of the previous main() call (flags absent from argv are not reset to their defaults)")
 @pytest.mark.parametrize("program, first, second, message", [
     (sample, ["--workdir={nowhere}"], [], "--workdir is required"),
     (viz, ["--workdir={nowhere}", "--out={nowhere}"], ["--workdir={nowhere}"], "--out is required"),
