@@ -24,16 +24,15 @@ CELLS = ("rnn", "lstm", "gru")
 
 def get_config(arg: str | None = None):
     parts = [p for p in (arg or "full").split(",") if p]
-    c = configs.base()
-    c.task = "patterns"
+    c = configs.base("patterns", "pattern_models", optimizer="adamw")
     d = c.data
-    d.T = 8
+    d.seq_len = 8
     d.n_train = 20_000
     d.n_eval = 2_000
-    d.seed = 0
+    d.data_seed = 0
     m = c.model
     m.cell = "gru"
-    m.hidden = 64
+    m.hidden_size = 64
     c.optim.lr = 3e-3
     c.optim.warmup_steps = 100
     c.optim.clip_norm = 0.0  # the five sub-models are independent: no global-norm clipping coupling them
@@ -47,7 +46,7 @@ def get_config(arg: str | None = None):
             m.cell = p
         elif p == "smoke":
             d.n_train, d.n_eval = 512, 64
-            m.hidden = 16
+            m.hidden_size = 16
             configs.smoke_train(c, steps=6, batch_size=16)
         elif p != "full":
             raise ValueError(f"experiments/patterns.py: unknown variant {p!r}; use full|smoke, {CELLS}")

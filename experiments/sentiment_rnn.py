@@ -28,8 +28,7 @@ MODELS = ("lstm", "gru", "bilstm")
 
 def get_config(arg: str | None = None):
     parts = [p for p in (arg or "full").split(",") if p]
-    c = configs.base()
-    c.task = "sentiment"
+    c = configs.base("sentiment", "rnn_classifier", optimizer="adamw")
     d = c.data
     d.split_seed = 0
     d.max_len = 50
@@ -37,17 +36,16 @@ def get_config(arg: str | None = None):
     d.max_train = 0  # 0 = all
     d.max_eval = 0
     m = c.model
-    m.family = "recurrent"
     m.cell = "lstm"
     m.bidirectional = True
     m.embed_dim = 128
-    m.hidden = 128
+    m.hidden_size = 128
     m.num_layers = 1
     m.pool = "max"  # "last" | "mean" | "max" over the valid steps
     m.embed_init = 0.1  # N(0, 0.1^2): small enough for the embeddings to move away from their random start
     m.embed_dropout = 0.3
     m.word_dropout = 0.1  # training words replaced by <unk> with this probability
-    m.dropout = 0.5
+    m.output_dropout = 0.5  # on the pooled vector, before the classifier
     m.recurrent_dropout = 0.0
     c.optim.lr = 2e-3
     c.optim.weight_decay = 1e-2
@@ -64,7 +62,7 @@ def get_config(arg: str | None = None):
             m.bidirectional = p == "bilstm"
         elif p == "smoke":
             d.max_train, d.max_eval, d.max_len = 256, 128, 24
-            m.embed_dim, m.hidden = 16, 16
+            m.embed_dim, m.hidden_size = 16, 16
             configs.smoke_train(c, steps=6, batch_size=16)
         elif p != "full":
             raise ValueError(f"experiments/sentiment_rnn.py: unknown variant {p!r}; use full|smoke, {MODELS}")

@@ -29,8 +29,7 @@ CELLS = ("rnn", "lstm", "gru")
 
 def get_config(arg: str | None = None):
     parts = [p for p in (arg or "full").split(",") if p]
-    c = configs.base()
-    c.task = "forecast"
+    c = configs.base("forecast", "forecaster", optimizer="adamw")
     d = c.data
     d.dataset = "stocks"
     d.symbols = ("AAPL", "IBM", "MSFT", "GOOG")
@@ -39,12 +38,12 @@ def get_config(arg: str | None = None):
     d.train_frac, d.val_frac = 0.7, 0.15
     d.season_features = False
     d.max_train_windows = 0  # 0 = all
+    d.loss = "mse"
     m = c.model
     m.cell = "lstm"
-    m.hidden = 16
+    m.hidden_size = 16
     m.num_layers = 1
-    m.dropout = 0.2
-    m.loss = "mse"
+    m.output_dropout = 0.2
     c.optim.lr = 1e-3
     c.optim.weight_decay = 1e-2
     c.optim.warmup_steps = 50
@@ -62,7 +61,7 @@ def get_config(arg: str | None = None):
             d.horizon = int(p[1:])
         elif p == "smoke":
             d.max_train_windows = 256
-            m.hidden = 8
+            m.hidden_size = 8
             configs.smoke_train(c, steps=8, batch_size=16)
         elif p != "full":
             raise ValueError(f"experiments/stocks.py: unknown variant {p!r}; use full|smoke, {CELLS}, h<N>")

@@ -25,8 +25,7 @@ CELLS = ("rnn", "lstm", "gru")
 
 def get_config(arg: str | None = None):
     parts = [p for p in (arg or "full").split(",") if p]
-    c = configs.base()
-    c.task = "forecast"
+    c = configs.base("forecast", "forecaster", optimizer="adamw")
     d = c.data
     d.dataset = "weather"
     d.symbols = ()
@@ -35,12 +34,12 @@ def get_config(arg: str | None = None):
     d.train_frac, d.val_frac = 0.7, 0.15
     d.season_features = True
     d.max_train_windows = 0
+    d.loss = "mae"  # train on the reported metric: MAE (conditional median), see seqjax/tasks/forecast.py
     m = c.model
     m.cell = "gru"
-    m.hidden = 32
+    m.hidden_size = 32
     m.num_layers = 1
-    m.dropout = 0.2
-    m.loss = "mae"  # train on the reported metric: MAE (conditional median), see seqjax/tasks/forecast.py
+    m.output_dropout = 0.2
     c.optim.lr = 2e-3
     c.optim.weight_decay = 1e-3
     c.optim.warmup_steps = 50
@@ -56,7 +55,7 @@ def get_config(arg: str | None = None):
             d.horizon = int(p[1:])
         elif p == "smoke":
             d.max_train_windows = 256
-            m.hidden = 8
+            m.hidden_size = 8
             configs.smoke_train(c, steps=8, batch_size=16)
         elif p != "full":
             raise ValueError(f"experiments/weather.py: unknown variant {p!r}; use full|smoke, {CELLS}, h<N>")

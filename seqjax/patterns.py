@@ -3,9 +3,11 @@
   * many-to-one:   a sequence -> one vector (last valid output, or masked mean / max pooling);
   * many-to-many, aligned: one output per input step, with the padding mask;
   * one-to-many:   one input vector -> T outputs, feeding back each output (or the same input) as next input;
-  * many-to-many, encoder-decoder: an RNN seq2seq with teacher forcing, greedy decoding under jit (static max
-    length, EOS handling) and optional Luong ("dot" / "general") or Bahdanau ("bahdanau", additive) attention
-    over the encoder outputs, with source padding masked out.
+  * many-to-many, encoder-decoder: the one RNN seq2seq of the library (`Seq2SeqSpec`: a unidirectional
+    encoder, or a bidirectional one with a memory projection and a bridge to the decoder state), with teacher
+    forcing, optional Luong ("dot" / "general") or Bahdanau ("bahdanau", additive) attention over the encoder
+    memory with source padding masked out, and decoding (`translate`: greedy via `decoding.generate`, or
+    `decoding.beam_search`) under jit with a static maximum length.
 
 Token arrays are int[B, S] (source) and int[B, T] (target), right-padded; `src_lengths` int[B].
 """
@@ -19,9 +21,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seqjax.cells import Cell
+from seqjax import decoding
+from seqjax.cells import Cell, HiddenState, LSTMState
+from seqjax.dropout import dropout, split_keys
+from seqjax.embedding import lookup
 from seqjax.masks import check_lengths, check_token_ids, lengths_to_mask, step_mask
-from seqjax.scan import unroll
+from seqjax.scan import BidirectionalParams, bidirectional, unroll
 
 POOLS = ("last", "mean", "max")
 ATTENTIONS = (None, "dot", "general", "bahdanau")
@@ -186,24 +191,51 @@ def attend(kind: str, params, query: jax.Array, keys: jax.Array, values: jax.Arr
 class Seq2SeqSpec:
     """Static description of an RNN seq2seq (hashable, so it can be closed over or passed static to jit).
 
-    attention None: the decoder sees only the encoder's final state (Sutskever et al., 2014).
-    "dot" / "general" (Luong et al., 2015): h_t = cell(s, emb(y_{t-1})); c_t = attend(h_t);
+    Encoder (source embeddings x_s = emb(src_s), E wide):
+      bidirectional False: one cell over x; the memory (what attention reads) is its outputs [B, S, H] and the
+        decoder starts from its final state (Sutskever et al., 2014).
+      bidirectional True: a forward and a backward cell over x (Bahdanau et al., 2015); the memory is
+        tanh([y_fwd; y_bwd] W_m + b_m) [B, S, H], and the decoder starts from the bridge
+        tanh([h_fwd; h_bwd] W_s + b_s) of the two directions' final hidden states (for an LSTM the bridge
+        gives [h; c], 2H wide).
+    Memory is zero at source padding. Dropout, only when a key is given: `embed_dropout` on the source
+    embeddings, `memory_dropout` on the memory (before the attention keys are computed from it).
+
+    Decoder, per step from the previous target token y_{t-1}:
+      attention None: h_t = cell(s, emb(y_{t-1})); logits = h_t W_out + b.
+      "dot" / "general" (Luong et al., 2015): h_t = cell(s, emb(y_{t-1})); c_t = attend(h_t);
         logits = tanh([c_t; h_t] W_c) W_out + b.
-    "bahdanau" (Bahdanau et al., 2015): c_t = attend(s_{t-1}.h); h_t = cell(s, [emb(y_{t-1}); c_t]);
+      "bahdanau" (Bahdanau et al., 2015): c_t = attend(s_{t-1}.h); h_t = cell(s, [emb(y_{t-1}); c_t]);
         logits = [h_t; c_t] W_out + b.
     """
     cell: Cell = Cell("gru")
     attention: str | None = None
+    bidirectional: bool = False
+    embed_dropout: float = 0.0
+    memory_dropout: float = 0.0
 
     def __post_init__(self):
         if self.attention not in ATTENTIONS:
             raise ValueError(f"attention: expected one of {ATTENTIONS}, got {self.attention!r}")
+        for name in ("embed_dropout", "memory_dropout"):
+            rate = getattr(self, name)
+            if not 0.0 <= rate < 1.0:
+                raise ValueError(f"{name}: expected a rate in [0, 1), got {rate}")
+
+
+class Projection(NamedTuple):
+    """An affine map x [..., D] @ w [D, O] + b [O]."""
+    w: jax.Array  # [D, O]
+    b: jax.Array  # [O]
+    BIASES = ("b",)  # additive offsets (seqjax.nn.params: never weight-decayed)
 
 
 class Seq2SeqParams(NamedTuple):
     src_embed: jax.Array  # [V_src, E]
     tgt_embed: jax.Array  # [V_tgt, E]
-    encoder: Any  # cell params, input E
+    encoder: Any  # cell params, input E; BidirectionalParams for a bidirectional encoder
+    memory: Projection | None  # [2H, H], bidirectional encoder only
+    bridge: Projection | None  # [2H, H] ([2H, 2H] for an LSTM), bidirectional encoder only
     decoder: Any  # cell params, input E (+ H for bahdanau)
     attention: Any  # None | GeneralAttentionParams | AdditiveAttentionParams
     w_c: jax.Array | None  # [2H, H], Luong's attentional layer
@@ -213,15 +245,17 @@ class Seq2SeqParams(NamedTuple):
 
 
 class Encoded(NamedTuple):
-    outputs: jax.Array  # [B, S, H], zero at padding
+    outputs: jax.Array  # memory [B, S, H], zero at padding
     keys: jax.Array  # attention_keys(outputs), or outputs when there is no attention
     mask: jax.Array  # bool[B, S]
-    state: Any  # encoder state after each source's last valid step
+    state: Any  # the decoder's initial state
 
 
-def init_seq2seq(key: jax.Array, spec: Seq2SeqSpec, src_vocab: int, tgt_vocab: int, E: int, H: int,
+def init_seq2seq(key: jax.Array, spec: Seq2SeqSpec, src_vocab_size: int, tgt_vocab_size: int, E: int, H: int,
                  A: int | None = None, dtype=jnp.float32) -> Seq2SeqParams:
-    """Weights N(0, 1/fan_in), output bias 0; A is the additive attention width (default H)."""
+    """Weights N(0, 1/fan_in), biases 0 (cells: their own init); A is the additive attention width (default
+    H). A unidirectional encoder's cell is drawn from the third of seven keys; a bidirectional encoder splits
+    that key into (forward, backward, memory, bridge)."""
     k_src, k_tgt, k_enc, k_dec, k_att, k_c, k_out = jax.random.split(key, 7)
     normal = lambda k, shape, fan_in: jax.random.normal(k, shape, dtype) / np.sqrt(fan_in)
     attention, w_c = None, None
@@ -236,30 +270,55 @@ def init_seq2seq(key: jax.Array, spec: Seq2SeqSpec, src_vocab: int, tgt_vocab: i
         dec_in, out_in = E + H, 2 * H
     if spec.attention in ("dot", "general"):
         w_c = normal(k_c, (2 * H, H), 2 * H)
+    memory = bridge = None
+    if spec.bidirectional:
+        k_f, k_b, k_m, k_s = jax.random.split(k_enc, 4)
+        encoder = BidirectionalParams(spec.cell.init(k_f, E, H, dtype), spec.cell.init(k_b, E, H, dtype))
+        n_state = 2 if spec.cell.kind == "lstm" else 1
+        memory = Projection(normal(k_m, (2 * H, H), 2 * H), jnp.zeros((H,), dtype))
+        bridge = Projection(normal(k_s, (2 * H, n_state * H), 2 * H), jnp.zeros((n_state * H,), dtype))
+    else:
+        encoder = spec.cell.init(k_enc, E, H, dtype)
     return Seq2SeqParams(
-        src_embed=normal(k_src, (src_vocab, E), E), tgt_embed=normal(k_tgt, (tgt_vocab, E), E),
-        encoder=spec.cell.init(k_enc, E, H, dtype), decoder=spec.cell.init(k_dec, dec_in, H, dtype),
-        attention=attention, w_c=w_c, w_out=normal(k_out, (out_in, tgt_vocab), out_in),
-        b_out=jnp.zeros((tgt_vocab,), dtype))
+        src_embed=normal(k_src, (src_vocab_size, E), E), tgt_embed=normal(k_tgt, (tgt_vocab_size, E), E),
+        encoder=encoder, memory=memory, bridge=bridge, decoder=spec.cell.init(k_dec, dec_in, H, dtype),
+        attention=attention, w_c=w_c, w_out=normal(k_out, (out_in, tgt_vocab_size), out_in),
+        b_out=jnp.zeros((tgt_vocab_size,), dtype))
 
 
-def encode(spec: Seq2SeqSpec, params: Seq2SeqParams, src: jax.Array, src_lengths: jax.Array) -> Encoded:
-    """src int[B, S], src_lengths int[B] -> encoder outputs, attention keys, source mask and final state."""
+def encode(spec: Seq2SeqSpec, params: Seq2SeqParams, src: jax.Array, src_lengths: jax.Array, *,
+           key: jax.Array | None = None) -> Encoded:
+    """src int[B, S], src_lengths int[B] -> memory [B, S, H], attention keys, source mask, decoder state.
+    Dropout (embeddings, memory) iff key."""
     if np.ndim(src) != 2:
         raise ValueError(f"src: expected token ids [B, S], got shape {tuple(np.shape(src))}")
     B, S = src.shape
     check_lengths(src_lengths, B, S, "src_lengths")
-    check_token_ids(src, params.src_embed.shape[0], "src")
+    k_emb, k_mem = split_keys(key, 2)
     mask = lengths_to_mask(jnp.asarray(src_lengths), S)
-    outputs, state = unroll(spec.cell, params.encoder, jnp.take(params.src_embed, src, axis=0), mask=mask)
-    keys = outputs if spec.attention is None else attention_keys(spec.attention, params.attention, outputs)
-    return Encoded(outputs, keys, mask, state)
+    x = dropout(lookup(params.src_embed, src, "src"), spec.embed_dropout, k_emb)  # [B, S, E]
+    if spec.bidirectional:
+        ys, final = bidirectional(spec.cell, params.encoder, x, mask=mask)  # [B, S, 2H]
+        memory = jnp.where(mask[:, :, None], jnp.tanh(_project(params.memory, ys)), 0.0)  # [B, S, H]
+        s = jnp.tanh(_project(params.bridge, jnp.concatenate([final.forward.h, final.backward.h], axis=-1)))
+        state = LSTMState(*jnp.split(s, 2, axis=-1)) if spec.cell.kind == "lstm" else HiddenState(s)
+    else:
+        memory, state = unroll(spec.cell, params.encoder, x, mask=mask)  # [B, S, H]
+    memory = dropout(memory, spec.memory_dropout, k_mem)
+    keys = memory if spec.attention is None else attention_keys(spec.attention, params.attention, memory)
+    return Encoded(memory, keys, mask, state)
+
+
+def _project(p: Projection, x: jax.Array) -> jax.Array:
+    """x [..., D] -> x @ w + b [..., O]."""
+    y = x @ p.w
+    return y + jnp.reshape(p.b, (1,) * (y.ndim - 1) + (-1,))
 
 
 def decoder_step(spec: Seq2SeqSpec, params: Seq2SeqParams, enc: Encoded, state,
                  token: jax.Array) -> tuple[Any, jax.Array, jax.Array | None]:
     """One decoder step from the previous token int[B]: (state, logits [B, V_tgt], weights [B, S] | None)."""
-    emb = jnp.take(params.tgt_embed, token, axis=0)  # [B, E]
+    emb = lookup(params.tgt_embed, token, "tgt_in")  # [B, E]
     cell, kind = spec.cell, spec.attention
     weights = None
     if kind == "bahdanau":
@@ -277,12 +336,12 @@ def decoder_step(spec: Seq2SeqSpec, params: Seq2SeqParams, enc: Encoded, state,
 
 
 def teacher_forcing(spec: Seq2SeqSpec, params: Seq2SeqParams, src: jax.Array, src_lengths: jax.Array,
-                    tgt_in: jax.Array, *, return_attention: bool = False):
+                    tgt_in: jax.Array, *, key: jax.Array | None = None, return_attention: bool = False):
     """Logits [B, T, V_tgt] for every target position given the true previous tokens tgt_in int[B, T]
     (BOS followed by the target shifted right). Padded target positions produce logits that a masked loss
-    ignores. With return_attention also the weights [B, T, S] (zeros without attention).
+    ignores. With return_attention also the weights [B, T, S] (zeros without attention). Dropout iff key.
 
-        enc = encode(src); state = enc.state
+        enc = encode(src, key); state = enc.state
         for t in range(T):
             state, logits[:, t], weights[:, t] = decoder_step(state, tgt_in[:, t])
     """
@@ -290,7 +349,7 @@ def teacher_forcing(spec: Seq2SeqSpec, params: Seq2SeqParams, src: jax.Array, sr
         raise ValueError(f"tgt_in: expected token ids [B, T] with B = {np.shape(src)[0]}, "
                          f"got shape {tuple(np.shape(tgt_in))}")
     check_token_ids(tgt_in, params.tgt_embed.shape[0], "tgt_in")
-    enc = encode(spec, params, src, src_lengths)
+    enc = encode(spec, params, src, src_lengths, key=key)
     S = enc.mask.shape[1]
 
     def body(state, token):
@@ -302,41 +361,29 @@ def teacher_forcing(spec: Seq2SeqSpec, params: Seq2SeqParams, src: jax.Array, sr
     return (logits, jnp.swapaxes(weights, 0, 1)) if return_attention else logits
 
 
-def greedy_decode(spec: Seq2SeqSpec, params: Seq2SeqParams, src: jax.Array, src_lengths: jax.Array, *,
-                  max_len: int, bos_id: int, eos_id: int, pad_id: int = 0, return_attention: bool = False):
-    """Greedy decoding for a static `max_len` (jit-friendly): tokens int[B, max_len], lengths int[B].
-
-    A sequence's tokens run up to and including its first EOS, then `pad_id`; lengths count the tokens up to
-    and including EOS (max_len if none was produced). With return_attention also weights [B, max_len, S]
-    (zero after EOS).
-
-        token, done = bos, False
-        for t in range(max_len):
-            state, logits, w = decoder_step(state, token)
-            token = pad if done else argmax(logits)
-            tokens[:, t] = token
-            done = done or token == eos
+def translate(spec: Seq2SeqSpec, params: Seq2SeqParams, src: jax.Array, src_lengths: jax.Array, *,
+              max_len: int, bos_id: int, eos_id: int, pad_id: int = 0, beam_size: int = 1) -> jax.Array:
+    """Decoded tokens int32[B, max_len] (BOS dropped): each sequence's tokens up to and including its first
+    EOS, then `pad_id`. beam_size 1 is greedy (`decoding.generate` without a key); larger widths return the
+    best beam of `decoding.beam_search`. The decoder state and the encoded source are the decoding cache.
     """
-    if int(max_len) < 1:
-        raise ValueError(f"max_len: expected a positive static length, got {max_len}")
+    if int(beam_size) < 1:
+        raise ValueError(f"beam_size: expected >= 1, got {beam_size}")
     enc = encode(spec, params, src, src_lengths)
-    B, S = enc.mask.shape
+    B, W = np.shape(src)[0], int(beam_size)
+    if W > 1:  # beam search runs B * W rows, beam-major within each batch entry
+        enc = jax.tree.map(lambda a: jnp.repeat(a, W, axis=0), enc)
 
-    def body(carry, _):
-        state, token, done = carry
-        new_state, logits, weights = decoder_step(spec, params, enc, state, token)
-        state = jax.tree.map(lambda n, o: jnp.where(done[:, None], o, n), new_state, state)
-        nxt = jnp.argmax(logits, axis=-1).astype(token.dtype)
-        nxt = jnp.where(done, jnp.full_like(nxt, pad_id), nxt)
-        weights = jnp.zeros((B, S), logits.dtype) if weights is None else weights
-        weights = jnp.where(done[:, None], jnp.zeros_like(weights), weights)
-        alive = ~done
-        return (state, nxt, done | (nxt == eos_id)), (nxt, alive, weights)
+    def step_fn(tokens, cache):
+        """tokens int[R, t] -> logits [R, V] after the last token; cache = (decoder state, encoded source)."""
+        state, e = cache
+        state, logits, _ = decoder_step(spec, params, e, state, tokens[:, -1])
+        return logits, (state, e)
 
-    start = (enc.state, jnp.full((B,), bos_id, jnp.int32), jnp.zeros((B,), bool))
-    _, (tokens, alive, weights) = jax.lax.scan(body, start, None, length=int(max_len))
-    tokens = jnp.swapaxes(tokens, 0, 1)  # [B, max_len]
-    lengths = jnp.sum(alive, axis=0).astype(jnp.int32)
-    if return_attention:
-        return tokens, lengths, jnp.swapaxes(weights, 0, 1)
-    return tokens, lengths
+    prompt = jnp.full((B, 1), bos_id, jnp.int32)
+    if W == 1:
+        return decoding.generate(step_fn, prompt, (enc.state, enc), int(max_len), eos_id=eos_id,
+                                 pad_id=pad_id)[:, 1:]
+    seqs, _ = decoding.beam_search(step_fn, prompt, (enc.state, enc), int(max_len), beam_size=W,
+                                   eos_id=eos_id, pad_id=pad_id)
+    return seqs[:, 0, 1:]

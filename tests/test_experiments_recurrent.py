@@ -63,7 +63,8 @@ def test_g2p_smoke(tmp_path):
 
 def test_patterns_learn_with_loose_thresholds(tmp_path):
     # A slightly longer run than the smoke variant so that every pattern must beat chance.
-    final = run("patterns", "smoke", tmp_path, **{"train.steps": 150, "optim.lr": 1e-2, "model.hidden": 24})
+    final = run("patterns", "smoke", tmp_path,
+                **{"train.steps": 150, "optim.lr": 1e-2, "model.hidden_size": 24})
     assert os.path.exists(tmp_path / "patterns_results.md")
     assert final["test_one_to_many_mse"] < final["test_one_to_many_baseline"]
     assert final["test_many_to_many_accuracy"] > final["test_many_to_many_baseline"]

@@ -83,8 +83,8 @@ V_SRC, V_TGT, E, S, BOS = 7, 9, 4, 5, 1
 SRC_LENGTHS = np.array([5, 2, 3, 1])
 
 
-def make(attention, cell="gru"):
-    spec = Seq2SeqSpec(Cell(cell), attention)
+def make(attention, cell="gru", bidirectional=False, **rates):
+    spec = Seq2SeqSpec(Cell(cell), attention, bidirectional=bidirectional, **rates)
     params = patterns.init_seq2seq(jax.random.key(0), spec, V_SRC, V_TGT, E, H)
     # Sharper weights than the init so greedy outputs vary from step to step (an untrained model repeats).
     params = params._replace(tgt_embed=params.tgt_embed * 4.0, w_out=params.w_out * 4.0,
@@ -102,49 +102,45 @@ def reference_greedy(spec, params, src, max_len, eos):
     """Python loop over steps with per-sequence EOS bookkeeping in Python (rows are independent)."""
     enc = encode_jit(spec, params, src, jnp.asarray(SRC_LENGTHS))
     state, token = enc.state, jnp.full((B,), BOS)
-    toks, ws = [[] for _ in range(B)], [[] for _ in range(B)]
+    toks = [[] for _ in range(B)]
     for _ in range(max_len):
-        state, logits, w = step_jit(spec, params, enc, state, token)
+        state, logits, _ = step_jit(spec, params, enc, state, token)
         token = jnp.argmax(logits, -1)
         for b in range(B):
             if not toks[b] or toks[b][-1] != eos:
                 toks[b].append(int(token[b]))
-                ws[b].append(None if w is None else np.asarray(w[b]))
-    return list(zip(toks, ws, strict=True))
+    return toks
 
 
-@pytest.mark.parametrize("attention", [None, "dot", "general", "bahdanau"])
-def test_greedy_decode_equals_python_loop(attention):
-    spec, params, src = make(attention, cell="lstm" if attention == "general" else "gru")
+@pytest.mark.parametrize("attention, bidirectional", [(None, False), ("dot", False), ("general", True),
+                                                      ("bahdanau", False), ("bahdanau", True)])
+def test_greedy_translate_equals_python_loop(attention, bidirectional):
+    spec, params, src = make(attention, cell="lstm" if attention == "general" else "gru",
+                             bidirectional=bidirectional)
     max_len = 6
     free = reference_greedy(spec, params, src, max_len, eos=-1)
     # Pick as EOS a token some sequence first emits part-way, so that stopping early is exercised.
-    firsts = [(p, b, toks[p]) for b, (toks, _) in enumerate(free) for p in range(max_len - 1)
+    firsts = [(p, b, toks[p]) for b, toks in enumerate(free) for p in range(max_len - 1)
               if toks[p] not in toks[:p]]
     p, b, eos = max(firsts)  # latest first occurrence: the sequence stops part-way, not at max_len
-    stop = (b, p + 1)
     ref = reference_greedy(spec, params, src, max_len, eos)
-    decode = jax.jit(lambda p, s, n: patterns.greedy_decode(spec, p, s, n, max_len=max_len, bos_id=BOS,
-                                                            eos_id=eos, pad_id=0, return_attention=True))
-    tokens, lengths, weights = decode(params, src, jnp.asarray(SRC_LENGTHS))
-    assert tokens.shape == (B, max_len) and weights.shape == (B, max_len, S)
-    for b, (toks, ws) in enumerate(ref):
-        assert int(lengths[b]) == len(toks)
-        np.testing.assert_array_equal(tokens[b, :len(toks)], toks)
-        np.testing.assert_array_equal(tokens[b, len(toks):], 0)
-        if attention is not None:
-            n = SRC_LENGTHS[b]
-            for t, w in enumerate(ws):
-                np.testing.assert_allclose(weights[b, t], w, **TOL)
-            np.testing.assert_array_equal(weights[b, :, n:], 0.0)  # source padding gets no attention
-            np.testing.assert_allclose(weights[b, :len(toks)].sum(-1), 1.0, **TOL)
-            np.testing.assert_array_equal(weights[b, len(toks):], 0.0)
-    assert int(lengths[stop[0]]) == stop[1] < max_len
+    decode = jax.jit(lambda p, s, n: patterns.translate(spec, p, s, n, max_len=max_len, bos_id=BOS,
+                                                        eos_id=eos, pad_id=0))
+    tokens = np.asarray(decode(params, src, jnp.asarray(SRC_LENGTHS)))
+    assert tokens.shape == (B, max_len) and tokens.dtype == np.int32
+    for row, toks in enumerate(ref):
+        np.testing.assert_array_equal(tokens[row, :len(toks)], toks)
+        np.testing.assert_array_equal(tokens[row, len(toks):], 0)
+    assert len(ref[b]) == p + 1 < max_len
+    with pytest.raises(ValueError, match="beam_size"):
+        patterns.translate(spec, params, src, SRC_LENGTHS, max_len=3, bos_id=BOS, eos_id=eos, beam_size=0)
 
 
-@pytest.mark.parametrize("attention", [None, "bahdanau", "dot"])
-def test_teacher_forcing_equals_stepwise_decoder(attention):
-    spec, params, src = make(attention)
+@pytest.mark.parametrize("attention, bidirectional, cell", [(None, False, "gru"), ("bahdanau", False, "gru"),
+                                                            ("dot", False, "gru"), ("general", True, "lstm"),
+                                                            (None, True, "gru")])
+def test_teacher_forcing_equals_stepwise_decoder(attention, bidirectional, cell):
+    spec, params, src = make(attention, cell=cell, bidirectional=bidirectional)
     tgt_in = jax.random.randint(jax.random.key(5), (B, 4), 0, V_TGT)
     logits, weights = patterns.teacher_forcing(spec, params, src, jnp.asarray(SRC_LENGTHS), tgt_in,
                                                return_attention=True)
@@ -166,14 +162,68 @@ def test_teacher_forcing_equals_stepwise_decoder(attention):
         assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
 
 
-def test_padded_source_equals_truncated_source():
+def test_bidirectional_encoder_against_numpy():
+    """Memory = tanh([fwd; bwd] W_m + b_m) at valid steps (0 at padding); the decoder starts from the bridge
+    tanh([h_fwd; h_bwd] W_s + b_s), split into (h, c) for an LSTM."""
+    from seqjax.scan import unroll
+    spec, params, src = make("general", cell="lstm", bidirectional=True)
+    enc = patterns.encode(spec, params, src, jnp.asarray(SRC_LENGTHS))
+    x = np.asarray(params.src_embed)[np.asarray(src)]
+    ys_f, s_f = unroll(spec.cell, params.encoder.forward, jnp.asarray(x), lengths=SRC_LENGTHS)
+    ys_b, s_b = unroll(spec.cell, params.encoder.backward, jnp.asarray(x), lengths=SRC_LENGTHS, reverse=True)
+    mem, bridge = jax.tree.map(np.asarray, (params.memory, params.bridge))
+    memory = np.tanh(np.concatenate([ys_f, ys_b], -1) @ mem.w + mem.b)
+    memory = np.where((np.arange(S)[None] < SRC_LENGTHS[:, None])[:, :, None], memory, 0.0)
+    np.testing.assert_allclose(enc.outputs, memory, **TOL)
+    np.testing.assert_allclose(enc.keys, memory @ np.asarray(params.attention.w).T, **TOL)
+    s = np.tanh(np.concatenate([s_f.h, s_b.h], -1) @ bridge.w + bridge.b)
+    np.testing.assert_allclose(enc.state.h, s[:, :H], **TOL)
+    np.testing.assert_allclose(enc.state.c, s[:, H:], **TOL)
+    assert params.bridge.w.shape == (2 * H, 2 * H) and params.memory.w.shape == (2 * H, H)
+
+
+def test_dropout_only_with_a_key():
+    spec, params, src = make("general", bidirectional=True, embed_dropout=0.5, memory_dropout=0.5)
+    plain_spec = Seq2SeqSpec(spec.cell, spec.attention, bidirectional=True)
+    tgt_in = jax.random.randint(jax.random.key(5), (B, 3), 0, V_TGT)
+    run = lambda sp, key=None: patterns.teacher_forcing(sp, params, src, SRC_LENGTHS, tgt_in, key=key)
+    np.testing.assert_array_equal(run(spec), run(plain_spec))  # key=None: no dropout whatever the rates
+    k = jax.random.key(3)
+    np.testing.assert_array_equal(run(spec, k), run(spec, k))
+    assert np.abs(np.asarray(run(spec, k)) - np.asarray(run(spec))).max() > 1e-3
+    np.testing.assert_array_equal(run(plain_spec, k), run(plain_spec))  # zero rates: a key changes nothing
+    enc = patterns.encode(spec, params, src, SRC_LENGTHS, key=k)
+    np.testing.assert_array_equal(np.where(np.arange(S)[None, :, None] >= SRC_LENGTHS[:, None, None],
+                                           enc.outputs, 0.0), 0.0)  # dropped memory stays 0 at padding
+    with pytest.raises(ValueError, match="memory_dropout"):
+        Seq2SeqSpec(Cell("gru"), "dot", memory_dropout=1.0)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_padded_source_equals_truncated_source(bidirectional):
     """Source padding changes nothing: the padded batch decodes like each source alone, unpadded."""
-    spec, params, src = make("bahdanau")
+    spec, params, src = make("bahdanau", bidirectional=bidirectional)
     tgt_in = jax.random.randint(jax.random.key(5), (B, 3), 0, V_TGT)
     logits = patterns.teacher_forcing(spec, params, src, jnp.asarray(SRC_LENGTHS), tgt_in)
-    b, n = 2, int(SRC_LENGTHS[2])
-    alone = patterns.teacher_forcing(spec, params, src[b:b + 1, :n], jnp.asarray([n]), tgt_in[b:b + 1])
-    np.testing.assert_allclose(logits[b], alone[0], **TOL)
+    for b in (1, 2):
+        n = int(SRC_LENGTHS[b])
+        alone = patterns.teacher_forcing(spec, params, src[b:b + 1, :n], jnp.asarray([n]), tgt_in[b:b + 1])
+        np.testing.assert_allclose(logits[b], alone[0], **TOL)
+
+
+def test_unidirectional_init_keeps_its_key_layout():
+    """The unidirectional encoder's cell is drawn from the third of seven keys (the layout the pattern models'
+    numerics rest on); a bidirectional encoder splits that key and leaves every other draw unchanged."""
+    key = jax.random.key(0)
+    uni = patterns.init_seq2seq(key, Seq2SeqSpec(Cell("gru"), "dot"), V_SRC, V_TGT, E, H)
+    bi = patterns.init_seq2seq(key, Seq2SeqSpec(Cell("gru"), "dot", bidirectional=True), V_SRC, V_TGT, E, H)
+    k_enc = jax.random.split(key, 7)[2]
+    np.testing.assert_array_equal(uni.encoder.w_x, Cell("gru").init(k_enc, E, H).w_x)
+    assert uni.memory is None and uni.bridge is None
+    for field in ("src_embed", "tgt_embed", "decoder", "w_c", "w_out", "b_out"):
+        pairs = zip(jax.tree.leaves(getattr(uni, field)), jax.tree.leaves(getattr(bi, field)), strict=True)
+        for a, b in pairs:
+            np.testing.assert_array_equal(a, b)
 
 
 def test_seq2seq_bad_inputs():

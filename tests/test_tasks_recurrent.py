@@ -14,8 +14,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from seqjax import patterns as core_patterns
-from seqjax.models import recurrent
+from seqjax import patterns, task
+from seqjax.models.forecaster import Forecaster
+from seqjax.models.patterns import PatternModels
+from seqjax.models.rnn_classifier import RNNClassifier
+from seqjax.models.rnn_seq2seq import RNNSeq2Seq
 from seqjax.tasks import forecast, g2p, sentiment
 from seqjax.tasks import patterns as pattern_task
 
@@ -27,6 +30,10 @@ def experiment_config(name, variant="smoke"):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.get_config(variant)
+
+
+def experiment_task(name, variant="smoke"):
+    return task.build_task(experiment_config(name, variant))
 
 
 # ------------------------------------------------------------------------------------------ edit distance
@@ -86,27 +93,27 @@ def test_splits_are_chronological_and_disjoint():
 
 
 def test_forecast_normalisation_is_fitted_on_training_rows_only():
-    task = forecast.build(experiment_config("weather"))
-    s = task.series
-    np.testing.assert_allclose(task.target_norm.mean, s.values[: task.n_train].mean(axis=0))
-    np.testing.assert_allclose(task.target_norm.std, s.values[: task.n_train].std(axis=0))
-    assert not np.allclose(task.target_norm.mean, s.values.mean(axis=0))  # the whole series would differ
+    t = experiment_task("weather")
+    s = t.series
+    np.testing.assert_allclose(t.target_norm.mean, s.values[: t.n_train].mean(axis=0))
+    np.testing.assert_allclose(t.target_norm.std, s.values[: t.n_train].std(axis=0))
+    assert not np.allclose(t.target_norm.mean, s.values.mean(axis=0))  # the whole series would differ
     # Every training target precedes every validation target, which precedes every test target.
-    dates = {k: s.dates[task.t0[i]] for k, i in task.index.items()}
+    dates = {k: s.dates[t.t0[i]] for k, i in t.index.items()}
     assert dates["train"].max() < dates["val"].min() and dates["val"].max() < dates["test"].min()
     # Persistence for levels is the last row the window saw, in natural units.
-    test = task.data()["test"]
-    last_seen = task.target_norm.invert(test["x"][:, -1, :4].astype(np.float64))
-    np.testing.assert_allclose(task.persistence("test")[:, 0], last_seen, rtol=1e-5, atol=1e-4)
+    test = t.data()["test"]
+    last_seen = t.target_norm.invert(test["x"][:, -1, :4].astype(np.float64))
+    np.testing.assert_allclose(t.persistence("test")[:, 0], last_seen, rtol=1e-5, atol=1e-4)
 
 
 def test_stock_returns_map_back_to_prices():
-    task = forecast.build(experiment_config("stocks"))
-    s = task.series
-    t0 = task.t0[task.index["test"]]
-    truth = task.target_norm.invert(task.data()["test"]["y"].astype(np.float64))[:, 0]  # [M, A] percent
+    t = experiment_task("stocks")
+    s = t.series
+    t0 = t.t0[t.index["test"]]
+    truth = t.target_norm.invert(t.data()["test"]["y"].astype(np.float64))[:, 0]  # [M, A] percent
     np.testing.assert_allclose(s.prices[t0] * np.exp(truth / 100), s.prices[t0 + 1], rtol=1e-5)
-    np.testing.assert_array_equal(task.persistence("test"), 0.0)
+    np.testing.assert_array_equal(t.persistence("test"), 0.0)
 
 
 def test_linear_ar_against_lstsq_and_a_known_process():
@@ -130,8 +137,27 @@ def test_error_table_by_hand():
     assert t["mae"] == pytest.approx((0.5 / 1 + 3.0 / 2) / 2)
 
 
+def test_forecast_task_arguments_and_model_args():
+    t = experiment_task("stocks", "smoke,h3")
+    assert t.model_args() == {"num_inputs": 4, "num_outputs": 4, "horizon": 3}
+    assert t.loss_name == "mse" and experiment_task("weather").loss_name == "mae"
+    with pytest.raises(ValueError, match="loss"):
+        forecast.ForecastTask(loss="huber")
+    with pytest.raises(ValueError, match="dataset"):
+        forecast.ForecastTask(dataset="sunspots")
+
+
+def test_forecast_predict_equals_the_model_on_all_rows():
+    t = experiment_task("weather")
+    model = task.build_model(experiment_config("weather"), t, nnx.Rngs(0))
+    x = t.data()["test"]["x"]
+    got = t.predict(model, x, batch_size=64)  # several batches, the last one wrapped around
+    np.testing.assert_allclose(got, t.target_norm.invert(np.asarray(model(jnp.asarray(x)), np.float64)),
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_forecaster_shapes_and_dropout():
-    model = recurrent.Forecaster(3, 2, horizon=4, hidden=8, cell="rnn", dropout=0.5, rngs=nnx.Rngs(0))
+    model = Forecaster(3, 2, 4, hidden_size=8, cell="rnn", output_dropout=0.5, rngs=nnx.Rngs(0))
     x = jnp.ones((2, 5, 3))
     y = model(x)
     assert y.shape == (2, 4, 2)
@@ -146,8 +172,8 @@ def test_forecaster_shapes_and_dropout():
 
 @pytest.mark.parametrize("cell, bidirectional, pool", [("lstm", True, "max"), ("gru", True, "last")])
 def test_sentiment_padding_equals_truncation(cell, bidirectional, pool):
-    model = recurrent.SentimentRNN(20, embed_dim=6, hidden=5, cell=cell, bidirectional=bidirectional,
-                                   pool=pool, rngs=nnx.Rngs(1))
+    model = RNNClassifier(20, 2, 1, embed_dim=6, hidden_size=5, cell=cell, bidirectional=bidirectional,
+                          pool=pool, rngs=nnx.Rngs(1))
     tokens = jnp.array([[3, 4, 5, 0, 0, 0], [6, 7, 8, 9, 10, 11]], jnp.int32)
     lengths = jnp.array([3, 6], jnp.int32)
     batched = model(tokens, lengths)
@@ -180,7 +206,7 @@ def test_pca_and_embedding_table():
     assert xy.shape == (30, 2)
     assert xy[:, 0].var() >= xy[:, 1].var() >= 0
     np.testing.assert_allclose(np.cov(xy.T)[0, 1], 0.0, atol=1e-8)  # principal components are uncorrelated
-    model = recurrent.SentimentRNN(11, embed_dim=4, hidden=3, rngs=nnx.Rngs(0))
+    model = RNNClassifier(11, 2, 1, embed_dim=4, hidden_size=3, rngs=nnx.Rngs(0))
     np.testing.assert_array_equal(sentiment.embedding_table(model, 11), np.asarray(model.embed.table[...]))
 
 
@@ -188,8 +214,8 @@ def test_pca_and_embedding_table():
 
 
 def _g2p_model(cell="lstm", attention="general"):
-    return recurrent.AttentionSeq2Seq(9, 7, embed_dim=4, hidden=6, cell=cell, attention=attention,
-                                      bos_id=1, eos_id=2, rngs=nnx.Rngs(0))
+    return RNNSeq2Seq(9, 7, 0, 1, 2, embed_dim=4, hidden_size=6, cell=cell, attention=attention,
+                      embed_dropout=0.2, memory_dropout=0.2, rngs=nnx.Rngs(0))
 
 
 @pytest.mark.parametrize("cell, attention", [("lstm", "general"), ("gru", "bahdanau")])
@@ -201,10 +227,10 @@ def test_teacher_forcing_matches_a_stepwise_loop(cell, attention):
     logits = model(src, src_lengths, tgt_in)
     assert logits.shape == (2, 3, 7)
     enc = model.encode(src, src_lengths)
-    params = recurrent._unwrap(model.decoder)
+    params = model.params.get()
     state = enc.state
     for t in range(3):
-        state, step_logits, weights = core_patterns.decoder_step(model.spec, params, enc, state, tgt_in[:, t])
+        state, step_logits, weights = patterns.decoder_step(model.spec, params, enc, state, tgt_in[:, t])
         np.testing.assert_allclose(logits[:, t], step_logits, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(weights[1, 2:], 0.0)  # no attention on source padding
     # A padded source gives the same result as the source alone.
@@ -223,7 +249,7 @@ def test_greedy_generate_matches_full_recomputation():
     src = jnp.array([[3, 4, 5, 6], [7, 8, 0, 0]], jnp.int32)
     src_lengths = jnp.array([4, 2], jnp.int32)
     max_len = 5
-    tokens = np.asarray(model.generate(src, src_lengths, max_len))
+    tokens = np.asarray(model.translate(src, src_lengths, max_len))
     assert tokens.shape == (2, max_len)
     full = _full_model_fn(model)
     # Reference: rerun the whole model on the growing prefix (padded to max_len; the decoder is causal, so
@@ -249,7 +275,7 @@ def test_beam_search_as_wide_as_the_vocabulary_is_exhaustive():
     src = jnp.array([[3, 4, 5, 6], [7, 8, 0, 0]], jnp.int32)
     src_lengths = jnp.array([4, 2], jnp.int32)
     V, eos = 7, 2
-    beam = np.asarray(model.generate(src, src_lengths, 2, beam_size=V))
+    beam = np.asarray(model.translate(src, src_lengths, 2, beam_size=V))
     full = _full_model_fn(model)
     lp = lambda n: ((5.0 + n) / 6.0) ** 0.6
     for b in range(2):
@@ -269,17 +295,16 @@ def test_beam_search_as_wide_as_the_vocabulary_is_exhaustive():
 
 
 def test_g2p_task_encoding_round_trip():
-    config = experiment_config("g2p_rnn")
-    task = g2p.build(config)
-    s = task.data()["train"]
-    words = task.src_vocab.decode(s["src"])
-    assert words[:5] == task.words["train"][:5]
-    phones = [p.split() for p in task.tgt_vocab.decode(s["tgt_out"], join=" ")]
-    assert phones[:5] == task.prons["train"][:5]
-    assert (s["tgt_in"][:, 0] == task.tgt_vocab.bos_id).all()
+    t = experiment_task("g2p_rnn")
+    s = t.data()["train"]
+    words = t.src_vocab.decode(s["src"])
+    assert words[:5] == t.words["train"][:5]
+    phones = [p.split() for p in t.tgt_vocab.decode(s["tgt_out"], join=" ")]
+    assert phones[:5] == t.prons["train"][:5]
+    assert (s["tgt_in"][:, 0] == t.tgt_vocab.bos_id).all()
     np.testing.assert_array_equal(s["tgt_in"][:, 1:3], s["tgt_out"][:, 0:2])
-    n = len(task.prons["train"][0])
-    assert s["tgt_out"][0, n] == task.tgt_vocab.eos_id and s["tgt_lengths"][0] == n + 1
+    n = len(t.prons["train"][0])
+    assert s["tgt_out"][0, n] == t.tgt_vocab.eos_id and s["tgt_lengths"][0] == n + 1
 
 
 # --------------------------------------------------------------------------------------------- I/O patterns
@@ -303,3 +328,26 @@ def test_pattern_data_against_loops():
     sin, cos, freq = d["o2m_x"][0]
     phase = np.arctan2(sin, cos)
     np.testing.assert_allclose(d["o2m_y"][0], np.sin(freq * np.arange(6) + phase), atol=1e-5)
+
+
+def test_pattern_models_seq2seq_is_the_one_encoder_decoder():
+    config = experiment_config("patterns")
+    t = task.build_task(config)
+    assert t.model_args() == {"seq_len": 8, "vocab_size": 13, "pad_id": 0, "bos_id": 1, "eos_id": 2}
+    model = task.build_model(config, t, nnx.Rngs(0))
+    assert isinstance(model, PatternModels) and isinstance(model.s2s, RNNSeq2Seq)
+    assert model.s2s.spec.attention == "dot" and not model.s2s.spec.bidirectional
+    b = {k: jnp.asarray(v[:16]) for k, v in t.data()["val"].items()}
+    logits = model.seq2seq(b["s2s_src"], b["s2s_src_lengths"], b["s2s_tgt_in"])
+    ref = patterns.teacher_forcing(model.s2s.spec, model.s2s.params.get(), b["s2s_src"], b["s2s_src_lengths"],
+                                   b["s2s_tgt_in"])
+    np.testing.assert_array_equal(logits, ref)
+    tokens = model.translate(b["s2s_src"], b["s2s_src_lengths"], 9)
+    ref = patterns.translate(model.s2s.spec, model.s2s.params.get(), b["s2s_src"], b["s2s_src_lengths"],
+                             max_len=9, bos_id=1, eos_id=2)
+    np.testing.assert_array_equal(tokens, ref)
+    res = t.results(model, t.data()["test"])
+    assert set(res) == {f"{p}_{m}" for p, m in (("one_to_one", "accuracy"), ("one_to_many", "mse"),
+                                                ("many_to_one", "accuracy"), ("many_to_many", "accuracy"),
+                                                ("seq2seq", "exact_match"))} | {f"{p}_baseline" for p in
+                                                                                 pattern_task.PATTERNS}

@@ -7,6 +7,8 @@ key for their children (`seqjax.dropout.split_keys`), so a train step stays a pu
 from seqjax.nn.embedding import Embedding, PositionEmbedding
 from seqjax.nn.linear import MLP, Dense, LayerNorm
 from seqjax.nn.params import Bias, ClassToken, Kernel, Norm, ParamTree, Position, count_params
+from seqjax.nn.recurrent import GRU, LSTM, RNN, Bidirectional, RecurrentLayer, SimpleRNN
 
 __all__ = ["Bias", "ClassToken", "Dense", "Embedding", "Kernel", "LayerNorm", "MLP", "Norm", "ParamTree",
-           "Position", "PositionEmbedding", "count_params"]
+           "Position", "PositionEmbedding", "count_params",
+           "Bidirectional", "GRU", "LSTM", "RNN", "RecurrentLayer", "SimpleRNN"]

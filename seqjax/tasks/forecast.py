@@ -1,16 +1,16 @@
 """Next-day forecasting of multivariate daily series with a recurrent network (stocks, weather).
 
-Data (`config.data.dataset`):
-- "stocks": adjusted closes of `config.data.symbols` (bokeh-sampledata, common trading days). The model reads
+Data (`dataset`):
+- "stocks": adjusted closes of `symbols` (bokeh-sampledata, common trading days). The model reads
   and predicts DAILY LOG RETURNS in percent, r[t] = 100 * log(p[t+1] / p[t]), not prices: returns are roughly
   stationary, so a network fitted on 2004-2010 prices is not asked to extrapolate to 2012 price levels, and a
   predicted return maps back to a price as p[t] * exp(r / 100). Persistence ("tomorrow = today's price") is a
   zero predicted return.
 - "weather": Seattle precipitation, temp_max, temp_min, wind (levels), plus sin/cos of the day of year as
-  extra inputs when `config.data.season_features`. Persistence repeats the last observed day.
+  extra inputs when `season_features`. Persistence repeats the last observed day.
 
-Windows. Sample m reads rows m .. m+W-1 (W = `config.data.window`) and predicts rows m+W .. m+W+h-1 (h =
-`config.data.horizon`, 1 = next day). The split is chronological by target day: a window is in train if all
+Windows. Sample m reads rows m .. m+W-1 (W = `window`) and predicts rows m+W .. m+W+h-1 (h =
+`horizon`, 1 = next day). The split is chronological by target day: a window is in train if all
 its targets lie in the first `train_frac` of the rows, in val if its targets lie in the next `val_frac`, in
 test after that; windows may look back across a boundary (they only read the past). The per-column mean and
 standard deviation used to normalise inputs and targets are fitted on the training rows only.
@@ -28,14 +28,13 @@ import dataclasses
 import json
 import os
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
-from seqjax import losses
+from seqjax import losses, task
 from seqjax.data import stocks as stocks_data
 from seqjax.data import weather as weather_data
+
+LOSSES = ("mse", "mae")
 
 
 @dataclasses.dataclass
@@ -52,18 +51,17 @@ class Series:
     prices: np.ndarray | None = None
 
 
-def load_series(data_cfg) -> Series:
-    if data_cfg.dataset == "stocks":
-        dates, prices = stocks_data.load_stocks(tuple(data_cfg.symbols))
+def load_series(dataset: str, symbols: tuple[str, ...] = (), season_features: bool = True) -> Series:
+    if dataset == "stocks":
+        dates, prices = stocks_data.load_stocks(tuple(symbols))
         returns = 100.0 * stocks_data.log_returns(prices)  # [N-1, A]; row t = return from day t to t+1
-        return Series("stocks", dates[1:], returns, np.zeros((len(returns), 0)), tuple(data_cfg.symbols),
-                      "returns", prices)
-    if data_cfg.dataset == "weather":
+        return Series("stocks", dates[1:], returns, np.zeros((len(returns), 0)), tuple(symbols), "returns",
+                      prices)
+    if dataset == "weather":
         dates, values = weather_data.load_weather()
-        extra = (weather_data.day_of_year_features(dates) if data_cfg.season_features
-                 else np.zeros((len(dates), 0)))
+        extra = weather_data.day_of_year_features(dates) if season_features else np.zeros((len(dates), 0))
         return Series("weather", dates, values, extra, weather_data.VARIABLES, "levels")
-    raise ValueError(f"config.data.dataset: expected 'stocks' or 'weather', got {data_cfg.dataset!r}")
+    raise ValueError(f"dataset: expected 'stocks' or 'weather', got {dataset!r}")
 
 
 def split_points(N: int, train_frac: float, val_frac: float) -> tuple[int, int]:
@@ -149,12 +147,24 @@ def error_table(pred: np.ndarray, truth: np.ndarray, columns, std: np.ndarray) -
 
 
 class ForecastTask:
-    def __init__(self, config):
-        self.config = config
-        d = config.data
-        self.series = s = load_series(d)
-        self.window, self.horizon = int(d.window), int(d.horizon)
-        self.n_train, self.n_val_end = split_points(len(s.values), d.train_frac, d.val_frac)
+    """Windows of a daily series -> the next `horizon` rows (module docstring). Model: `forecaster` or any
+    model with the same data arguments (num_inputs, num_outputs, horizon) and `model(x, key=None)`.
+
+    `max_train_windows` > 0 keeps only the most recent training windows (smoke runs). `loss` is what
+    training minimises: "mse" (the conditional mean) or "mae" (the conditional median: the right target when
+    MAE is the reported metric and a variable is skewed, e.g. most days have no rain).
+    """
+
+    def __init__(self, *, dataset: str = "weather", symbols: tuple[str, ...] = (), window: int = 14,
+                 horizon: int = 1,
+                 train_frac: float = 0.7, val_frac: float = 0.15, season_features: bool = True,
+                 max_train_windows: int = 0, loss: str = "mse"):
+        if loss not in LOSSES:
+            raise ValueError(f"loss: expected one of {LOSSES}, got {loss!r}")
+        self.loss_name = loss
+        self.series = s = load_series(dataset, tuple(symbols), season_features)
+        self.window, self.horizon = int(window), int(horizon)
+        self.n_train, self.n_val_end = split_points(len(s.values), train_frac, val_frac)
         # Normalisation statistics come from training rows only: no look at validation or test values.
         self.target_norm = Standardizer.fit(s.values[: self.n_train])
         self.extra_norm = Standardizer.fit(s.extra[: self.n_train])
@@ -162,9 +172,8 @@ class ForecastTask:
         targets = self.target_norm.apply(s.values)
         x, y, self.t0 = make_windows(inputs, targets, self.window, self.horizon)
         self.index = assign_splits(self.t0, self.horizon, self.n_train, self.n_val_end)
-        limit = d.get("max_train_windows", 0)
-        if limit:  # smoke runs: keep the most recent training windows
-            self.index["train"] = self.index["train"][-limit:]
+        if max_train_windows:  # smoke runs: keep the most recent training windows
+            self.index["train"] = self.index["train"][-int(max_train_windows):]
         self._splits = {k: {"x": x[i].astype(np.float32), "y": y[i].astype(np.float32)}
                         for k, i in self.index.items()}
         self.num_inputs, self.num_outputs = inputs.shape[1], targets.shape[1]
@@ -172,32 +181,20 @@ class ForecastTask:
     def data(self):
         return self._splits
 
-    def model(self, rngs: nnx.Rngs) -> nnx.Module:
-        from seqjax.models.recurrent import Forecaster
-
-        m = self.config.model
-        return Forecaster(self.num_inputs, self.num_outputs, self.horizon, hidden=m.hidden, cell=m.cell,
-                          num_layers=m.num_layers, dropout=m.dropout, rngs=rngs)
+    def model_args(self) -> dict[str, int]:
+        return {"num_inputs": self.num_inputs, "num_outputs": self.num_outputs, "horizon": self.horizon}
 
     def loss(self, model, batch, key):
-        pred = model(batch["x"], key=key)  # [B, h, C], normalised units
+        pred = model(batch["x"], key=key)  # [B, horizon, C], normalised units
         mse, mae = losses.mse(pred, batch["y"]), losses.mae(pred, batch["y"])
-        # "mae" trains for the conditional median, the right target when MAE is the reported metric and a
-        # variable is skewed (most days have no rain); "mse" for the conditional mean.
-        return (mae if self.config.model.get("loss", "mse") == "mae" else mse), {"mse": mse, "mae": mae}
+        return (mae if self.loss_name == "mae" else mse), {"mse": mse, "mae": mae}
 
     # ------------------------------------------------------------------------------------------ evaluation
 
     def predict(self, model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-        """Model predictions in natural units, [M, h, C]."""
-        graphdef, state = nnx.split(model)
-
-        @jax.jit
-        def run(state, xb):
-            return nnx.merge(graphdef, state)(xb, key=None)
-
-        out = [np.asarray(run(state, jnp.asarray(x[i:i + batch_size]))) for i in range(0, len(x), batch_size)]
-        return self.target_norm.invert(np.concatenate(out, axis=0))
+        """Model predictions in natural units, [M, horizon, C]."""
+        out = task.predict(lambda m, b: m(b["x"], key=None), model, {"x": x}, batch_size)
+        return self.target_norm.invert(np.asarray(out, np.float64))
 
     def persistence(self, split: str) -> np.ndarray:
         """[M, h, C] in natural units: 0 return for "returns", the last observed row for "levels"."""
@@ -259,11 +256,8 @@ class ForecastTask:
                     ax.plot(dates, preds[name][:, 0, c], style, lw=0.8, label=name)
                 ax.set_ylabel(s.columns[c])
         axes[0, 0].legend(loc="upper left", fontsize=8, ncol=4)
-        axes[0, 0].set_title(f"{s.name}: next-day forecasts on the test period ({self.config.model.cell})")
+        axes[0, 0].set_title(f"{s.name}: next-day forecasts on the test period")
         fig.tight_layout()
         fig.savefig(path, dpi=90)
         plt.close(fig)
 
-
-def build(config) -> ForecastTask:
-    return ForecastTask(config)

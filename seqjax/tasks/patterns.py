@@ -8,7 +8,7 @@
 | many-to-many, aligned | digits of random length 1..T -> running maximum at each step   | per-step accuracy |
 | many-to-many, enc-dec | digits of random length 1..T -> the same digits reversed       | exact match       |
 
-One model holds five independent sub-models (seqjax.models.recurrent.PatternModels); the training loss is the
+One model holds five independent sub-models (seqjax.models.patterns.PatternModels); the training loss is the
 sum of the five losses, so one run trains all five. Each problem has a trivial baseline reported beside it:
 majority class (one-to-one, many-to-one), zero prediction (one-to-many), "output the current digit"
 (aligned), "copy without reversing" (enc-dec). `evaluate` prints and saves the table.
@@ -18,12 +18,10 @@ from __future__ import annotations
 import json
 import os
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
-from seqjax import losses, masks
+from seqjax import losses, masks, task
+from seqjax.dropout import split_keys
 
 PATTERNS = ("one_to_one", "one_to_many", "many_to_one", "many_to_many", "seq2seq")
 DIGITS = 10
@@ -71,26 +69,23 @@ def make_data(n: int, T: int, seed: int) -> dict[str, np.ndarray]:
 
 
 class PatternsTask:
-    def __init__(self, config):
-        self.config = config
-        d = config.data
-        self.T = int(d.T)
-        self._splits = {"train": make_data(d.n_train, self.T, d.seed),
-                        "val": make_data(d.n_eval, self.T, d.seed + 1),
-                        "test": make_data(d.n_eval, self.T, d.seed + 2)}
+    """The five problems on sequences of up to `seq_len` steps: `n_train` training examples, `n_eval` each for
+    val and test, drawn with seeds `data_seed`, +1, +2. Model: `pattern_models`."""
+
+    def __init__(self, *, seq_len: int = 8, n_train: int = 20_000, n_eval: int = 2_000, data_seed: int = 0):
+        self.T = int(seq_len)
+        self._splits = {"train": make_data(n_train, self.T, data_seed),
+                        "val": make_data(n_eval, self.T, data_seed + 1),
+                        "test": make_data(n_eval, self.T, data_seed + 2)}
 
     def data(self):
         return self._splits
 
-    def model(self, rngs: nnx.Rngs) -> nnx.Module:
-        from seqjax.models.recurrent import PatternModels
-
-        m = self.config.model
-        return PatternModels(T=self.T, hidden=m.hidden, cell=m.cell, vocab=DIGITS + 3, bos_id=BOS, eos_id=EOS,
-                             rngs=rngs)
+    def model_args(self) -> dict[str, int]:
+        return {"seq_len": self.T, "vocab_size": DIGITS + 3, "pad_id": PAD, "bos_id": BOS, "eos_id": EOS}
 
     def loss(self, model, batch, key):
-        keys = [None] * 5 if key is None else list(jax.random.split(key, 5))
+        keys = split_keys(key, 5)
         metrics = {}
         # one-to-one
         logits = model.one_to_one(batch["o2o_x"], key=keys[0])  # [B, 2]
@@ -118,17 +113,14 @@ class PatternsTask:
 
     def results(self, model, split: dict[str, np.ndarray]) -> dict[str, float]:
         """Test-time metrics with decoding (greedy for seq2seq) and each problem's trivial baseline."""
-        b = {k: jnp.asarray(v) for k, v in split.items()}
-        graphdef, state = nnx.split(model)
+        T = self.T
 
-        @jax.jit
-        def run(state, b):
-            m = nnx.merge(graphdef, state)
+        def run(m, b):
             return (m.one_to_one(b["o2o_x"]), m.one_to_many(b["o2m_x"]),
                     m.many_to_one(b["m2o_x"], b["m2o_lengths"]), m.many_to_many(b["m2m_x"], b["m2m_lengths"]),
-                    m.generate(b["s2s_src"], b["s2s_src_lengths"], self.T + 1))
+                    m.translate(b["s2s_src"], b["s2s_src_lengths"], T + 1))
 
-        o2o, o2m, m2o, m2m, gen = (np.asarray(a) for a in run(state, b))
+        o2o, o2m, m2o, m2m, gen = task.predict(run, model, split, batch_size=512)
         s = split
         valid = np.arange(self.T)[None, :] < s["m2m_lengths"][:, None]
         tgt_valid = np.arange(self.T + 1)[None, :] < s["s2s_tgt_lengths"][:, None]
@@ -172,6 +164,3 @@ class PatternsTask:
             json.dump(res, f, indent=1)
         return {f"test_{k}": v for k, v in res.items()}
 
-
-def build(config) -> PatternsTask:
-    return PatternsTask(config)
