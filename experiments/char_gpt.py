@@ -9,20 +9,21 @@ Data: 34 plays train (4.25 M characters), 4 held-out plays validation (hamlet, j
 henry-v: 0.54 M characters), 76-character vocabulary; seqjax/data/shakespeare.py documents the Markdown
 stripping.
 
-Result AS MEASURED here (2026-11-26, 2-core CPU shared with ~5 other jobs, load average 6-9):
-    timeout 1500 python launch.py --config=experiments/char_gpt.py --workdir=/tmp/f_char
-    1000 steps of 48 x 64 characters (3.1 M characters, 0.7 epoch), 1.2-2.2 steps/s, wall 767 s (12.8 min)
-    including the final pass over the whole validation text: validation loss 1.697 nats/char (goal <= 1.70
-    met, by 0.003), against an add-one bigram model at 2.500 and a unigram model at 3.307. Validation loss at
-    steps 250 / 500 / 750 (10 batches of 48): 2.117 / 1.839 / 1.719; the 0.5 M-parameter model was still
-    improving.
-    A sample (seed 0, --temperature=0.8 --top_k=40 --top_p=0.95):
+Result AS MEASURED here (2026-12-01 02:56-03:06 UTC, 2-core Xeon CPU, no GPU, shared with other jobs: load
+average 5.6 at the start, 9.4 at the end; commit 6d4ef8f):
+    python launch.py --config=experiments/char_gpt.py --workdir=/work/runs/char_gpt
+    1000 steps of 48 x 64 characters (3.1 M characters, 0.7 epoch), wall 631 s (10.5 min) including the final
+    pass over the whole validation text: validation loss 1.699 nats/char (goal <= 1.70 met, by 0.001),
+    against an add-one bigram model at 2.500 and a unigram model at 3.307. Validation loss at steps 250 /
+    500 / 750 / 1000 (10 batches of 48): 2.116 / 1.837 / 1.724 / 1.680; the 0.5 M-parameter model was still
+    improving. (The run of 2026-11-26, which also weight-decayed the position table and the attention
+    biases: 1.697.)
+    A sample (seed 0, --temperature=0.8 --top_k=40 --top_p=0.95, after the final evaluation's sample.txt
+    settings: temperature 0.8, top_k 40):
         ROMEO:
-        My mine my so, had thee honour to many.
-
-        ANTINIUS:
-        Nay,
-        I'll thee you so tounglant greeten her gate her.
+        This in and so, hath yet our portune togethers;
+        Whose knave, and the but to-night, gone how and at be doors,
+        Inlose it their solist, and this did live
 """
 from seqjax import configs
 

@@ -24,7 +24,7 @@ from helpers_train import (
 from seqjax import checkpoint, optim, train
 from seqjax.task import build_task
 
-CONFIG = {"train.steps": 8, "train.checkpoint_every": 4, "model.dropout": 0.2}
+CONFIG = {"train.steps": 8, "train.checkpoint_every": 4, "model.output_dropout": 0.2}
 
 
 @pytest.fixture(scope="module")

@@ -122,7 +122,7 @@ def test_no_module_level_import_cycles():
 
 
 def test_the_checks_see_imports():
-    """The parser finds real imports (also `from seqjax import x` and lazy ones), and the layers order them."""
+    """The parser finds real imports (`from seqjax import x` and lazy ones too); the layers order them."""
     assert "seqjax.kernels.rnn" in seqjax_imports("seqjax.scan", module_level_only=True)
     assert "seqjax.nn.blocks" in seqjax_imports("seqjax.models.gpt")
     assert "seqjax.models" in seqjax_imports("seqjax.configs") - seqjax_imports("seqjax.configs",

@@ -56,7 +56,7 @@ def test_mesh_and_pmap_match_one_device():
 
 def test_mesh_matches_one_device_with_dropout_and_accumulation():
     # Under the mesh the dropout key covers the global batch, so even dropout masks agree with one device.
-    config = toy_config(**{"model.dropout": 0.3, "optim.accum_steps": 2})
+    config = toy_config(**{"model.output_dropout": 0.3, "optim.accum_steps": 2})
     _, ref, _, _ = run_steps("none", config)
     _, params, _, _ = run_steps("mesh", config)
     assert_trees_close(params, ref)

@@ -25,7 +25,7 @@ def setup(config):
 
 
 def test_train_step_matches_manual_grad_and_update():
-    config = toy_config(**{"model.dropout": 0.5})
+    config = toy_config(**{"model.output_dropout": 0.5})
     task, tx, schedule, graphdef, state, batch = setup(config)
     rng = jax.random.PRNGKey(config.seed)
     step = train.make_train_step(task, graphdef, tx, schedule)
@@ -138,7 +138,7 @@ def test_iterator_epochs_resume_and_process_shards():
 
 def test_train_and_evaluate_end_to_end(tmp_path):
     config = toy_config(**{"train.steps": 12, "train.eval_every": 6, "train.plots": True,
-                           "model.dropout": 0.1})
+                           "model.output_dropout": 0.1})
     summary = train.train_and_evaluate(config, str(tmp_path), "toy_smoke")
     files = set(os.listdir(tmp_path))
     assert {"config.json", "summary.json", "metrics.jsonl", "checkpoints", "tensorboard",
