@@ -217,6 +217,7 @@ def main(argv):
         parallel.initialize_distributed(d.coordinator_address, d.num_processes, d.process_id)
     except ValueError as e:
         fail(str(e))
+    from seqjax.checkpoint import WorkdirError
     from seqjax.train import NonFiniteLossError, train_and_evaluate
 
     try:
@@ -242,6 +243,8 @@ def main(argv):
         return 0
     except NonFiniteLossError as e:
         fail(str(e), status=1)
+    except WorkdirError as e:
+        fail(str(e))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ one is tried; if steps exist but none loads, that is an error (never a silent re
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -23,6 +24,23 @@ log = logging.getLogger("seqjax.checkpoint")
 
 class CheckpointError(RuntimeError):
     pass
+
+
+class WorkdirError(ValueError):
+    """A workdir this run must not touch (reported in one line by launch.py)."""
+
+
+def check_workdir_format(workdir: str) -> None:
+    """Refuse a workdir written before configs named their model class: its checkpoints hold another
+    parameter layout, and reading them as this run's would label good checkpoints corrupt."""
+    path = os.path.join(workdir, "config.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+        if "model_name" not in saved:
+            raise WorkdirError(f"workdir {workdir!r} was written by an older seqjax (its config.json has no "
+                               "model_name) whose checkpoints do not fit the current models; nothing was "
+                               "changed: train in a new workdir")
 
 
 def abstract_tree(tree: Any) -> Any:

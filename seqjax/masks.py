@@ -190,6 +190,15 @@ def step_mask(xs, lengths=None, mask=None):
     return valid_mask(lengths, mask, B, T)
 
 
+def masked_softmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
+    """Softmax over the last axis of scores [..., S] restricted to mask (bool, broadcastable): exactly 0 where
+    masked, and a row with no valid position gets all zeros instead of NaN or a uniform row. Masked scores are
+    set to the finite finfo.min (never -inf). The one masked softmax: attention's and the RNN decoder's."""
+    scores = jnp.where(mask, scores, jnp.finfo(scores.dtype).min)
+    weights = jax.nn.softmax(scores, axis=-1)
+    return jnp.where(mask, weights, jnp.zeros_like(weights))
+
+
 def check_token_ids(ids, V: int, name: str = "tokens") -> None:
     """Token ids must be integers in [0, V): the dtype at trace time, the values when the array is concrete,
     since `jnp.take` clamps out-of-range ids silently inside jit."""

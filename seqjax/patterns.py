@@ -25,7 +25,7 @@ from seqjax import decoding
 from seqjax.cells import Cell, HiddenState, LSTMState
 from seqjax.dropout import dropout, split_keys
 from seqjax.embedding import lookup
-from seqjax.masks import check_lengths, check_token_ids, lengths_to_mask, step_mask
+from seqjax.masks import check_lengths, check_token_ids, lengths_to_mask, masked_softmax, step_mask
 from seqjax.scan import BidirectionalParams, bidirectional, unroll
 
 POOLS = ("last", "mean", "max")
@@ -166,14 +166,6 @@ def attention_scores(kind: str, params, query: jax.Array, keys: jax.Array) -> ja
         return jnp.einsum("bh,bsh->bs", query, keys)
     q = (query @ params.w_q)[:, None, :]  # [B, 1, A]
     return jnp.einsum("bsa,a->bs", jnp.tanh(keys + q), params.v)
-
-
-def masked_softmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
-    """Softmax over S of scores [B, S] restricted to mask bool[B, S]: exactly 0 on padding, and a row with no
-    valid position gets all zeros instead of NaN."""
-    scores = jnp.where(mask, scores, jnp.finfo(scores.dtype).min)
-    weights = jax.nn.softmax(scores, axis=-1)
-    return jnp.where(mask, weights, jnp.zeros_like(weights))
 
 
 def attend(kind: str, params, query: jax.Array, keys: jax.Array, values: jax.Array,

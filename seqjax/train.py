@@ -309,6 +309,7 @@ def train_and_evaluate(config, workdir: str, experiment: str = "") -> dict:
     # ------------------------------------------------------------------------------------------- setup
     start = time.time()
     workdir = os.path.abspath(workdir)
+    ckpt_lib.check_workdir_format(workdir)
     os.makedirs(workdir, exist_ok=True)
     is_main = jax.process_index() == 0
     t = config.train

@@ -151,3 +151,19 @@ def test_init_from_in_a_run(straight, tmp_path):
     config.train.init_from = straight
     train.train_and_evaluate(config, str(tmp_path))
     assert_params_equal(final_params(str(tmp_path)), final_params(straight), exact=False, atol=1e-7)
+
+
+def test_a_workdir_from_before_model_names_is_refused_untouched(tmp_path):
+    """Checkpoints of the old parameter layout are declared incompatible, with a clear error, and left as
+    they are (no checkpoint moved, no config rewritten)."""
+    from seqjax.checkpoint import WorkdirError
+    from seqjax.train import train_and_evaluate
+
+    workdir = tmp_path / "old"
+    (workdir / "checkpoints" / "4").mkdir(parents=True)
+    (workdir / "config.json").write_text('{"task": "experiments.toy_smoke", "model": {"hidden": 16}}')
+    before = sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*"))
+    with pytest.raises(WorkdirError, match="has no model_name"):
+        train_and_evaluate(toy_config(), str(workdir))
+    assert sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*")) == before
+    assert "hidden" in (workdir / "config.json").read_text()

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from seqjax import patterns
+from seqjax import masks, patterns
 from seqjax.cells import Cell
 from seqjax.patterns import Seq2SeqSpec
 
@@ -69,7 +69,7 @@ def test_one_to_many_equals_python_loop(feedback):
 def test_masked_softmax_zero_on_padding_and_empty_rows():
     scores = jax.random.normal(jax.random.key(0), (3, 5))
     mask = jnp.asarray([[1, 1, 0, 0, 0], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0]], bool)
-    w = patterns.masked_softmax(scores, mask)
+    w = masks.masked_softmax(scores, mask)
     e = np.exp(np.asarray(scores[0, :2]))
     np.testing.assert_allclose(w[0, :2], e / e.sum(), **TOL)
     np.testing.assert_array_equal(w[0, 2:], 0.0)

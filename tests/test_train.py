@@ -11,9 +11,10 @@ import pytest
 from flax import nnx
 from helpers_train import final_params, toy_config
 
-from seqjax import optim, train
+from seqjax import optim, tasks, train
+from seqjax.configs import ConfigError
 from seqjax.data.iterators import ArrayIterator, eval_batches
-from seqjax.task import build_model, build_task, task_module
+from seqjax.task import build_model, build_task
 
 
 def setup(config):
@@ -99,10 +100,14 @@ def test_step_compiles_once():
 
 
 def test_task_lookup_errors():
-    with pytest.raises(ValueError, match="no module named 'seqjax.tasks.no_such_task'"):
-        task_module("no_such_task")
-    with pytest.raises(ValueError, match="config.task: empty"):
-        task_module("")
+    with pytest.raises(ConfigError, match="config.task: unknown name 'no_such_task'"):
+        tasks.get("no_such_task")
+    with pytest.raises(ConfigError, match="config.task: no module 'no_such_module'"):
+        tasks.get("no_such_module:Task")
+    with pytest.raises(ConfigError, match="config.task: module 'seqjax.tasks.g2p' has no 'Nope'"):
+        tasks.get("seqjax.tasks.g2p:Nope")
+    with pytest.raises(ConfigError, match="config.task: empty"):
+        tasks.get("")
 
 
 def test_iterator_epochs_resume_and_process_shards():

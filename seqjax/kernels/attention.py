@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
+from seqjax.masks import masked_softmax
+
 # Query chunk of the causal path (from T = 2 * CAUSAL_CHUNK): each chunk scores only the keys it can see, so
 # causal attention skips about (1 - 1/C) / 2 of the full score work.
 CAUSAL_CHUNK = 128
@@ -94,12 +96,7 @@ def einsum_attention(qg, k, v, bias, mask, keep):
     scores = scores.reshape(B, M * G, T, S) * (1.0 / math.sqrt(K))  # [B, N, T, S]
     if bias is not None:
         scores = scores + bias.astype(jnp.float32)
-    if mask is not None:
-        scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
-    weights = jax.nn.softmax(scores, axis=-1)
-    if mask is not None:
-        # A fully masked row would otherwise be uniform over the (masked) keys; zero it instead.
-        weights = jnp.where(mask, weights, 0.0)
+    weights = jax.nn.softmax(scores, axis=-1) if mask is None else masked_softmax(scores, mask)
     probs = weights if keep is None else weights * keep
     probs = probs.astype(v.dtype).reshape(B, M, G * T, S)  # [B, M, U, S]
     out = jnp.einsum("bmus,bsmk->bmuk", probs, v, preferred_element_type=jnp.float32)

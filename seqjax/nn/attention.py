@@ -52,9 +52,6 @@ class MultiHeadAttention(nnx.Module):
         self.implementation = check_implementation(implementation)
         self.rope, self.rope_base = rope, rope_base
 
-    def init_cache(self, batch_size: int, max_len: int, dtype=jnp.float32) -> decoding.KVCache:
-        return decoding.init_cache(batch_size, max_len, self.num_kv_heads, self.head_dim, dtype)
-
     def project_context(self, context: jax.Array) -> decoding.CrossKV:
         """context [B, S, Dc] -> keys and values [B, S, M, K], to pass as `context` at each decode step."""
         return decoding.CrossKV(*attn_lib.project_kv(self.params.get(), context))
