@@ -20,6 +20,10 @@ Result, AS MEASURED (2-core CPU, load average ~5 from other jobs; 2026-11-26, fu
 from seqjax import configs
 
 CELLS = ("rnn", "lstm", "gru")
+VARIANTS = {"full": "3000 steps, GRU H=64, five problems at once (the measured run)",
+            "smoke": "6 steps of H=16 (seconds; the tests run it)",
+            "rnn": "the simple RNN cell (combine: full,rnn)", "lstm": "the LSTM cell",
+            "gru": "the GRU cell (default)"}
 
 
 def get_config(arg: str | None = None):

@@ -15,7 +15,7 @@ Result, AS MEASURED (2-core CPU, load average ~5 from other jobs; 2026-11-26, fu
     level with the BiLSTM; majority class 48.4%.
     Other variants, same settings (`:full,gru`, `:full,lstm`: unidirectional, max pooling):
     GRU 78.43% test (val 79.00%, 76 s); LSTM 76.35% test (val 78.05%, 77 s).
-    Earlier runs the same day (before the models moved onto layers.RNN, so other init draws; load ~10):
+    Earlier runs the same day (before the models moved onto one shared RNN layer: other init draws; load 10):
     BiLSTM 77.86%, GRU 77.20%, LSTM 77.96%: the spread between runs is about 1 point.
     The same BiLSTM with N(0, 1) embedding init, no word dropout and 1600 steps reached only 73.98%:
     the small init (embed_init=0.1) mattered most. sentiment_embeddings_pca.png separates the positive and
@@ -24,6 +24,10 @@ Result, AS MEASURED (2-core CPU, load average ~5 from other jobs; 2026-11-26, fu
 from seqjax import configs
 
 MODELS = ("lstm", "gru", "bilstm")
+VARIANTS = {"full": "1200 steps, BiLSTM E=128 H=128, max pooling (the measured run)",
+            "smoke": "6 steps of E=16 H=16 on 256 sentences (seconds; the tests run it)",
+            "lstm": "a unidirectional LSTM (combine: full,lstm)", "gru": "a unidirectional GRU",
+            "bilstm": "the bidirectional LSTM (default)"}
 
 
 def get_config(arg: str | None = None):

@@ -17,7 +17,7 @@ Result, AS MEASURED (2-core CPU, load average ~5 from other jobs; 2026-11-26, fu
       linear AR           1.454 0.785 1.029 1.127  0.5300                0.7198            1.563
     The LSTM does not beat persistence: its mean MAE is 1.6% worse (RMSE 0.6% worse), 4.9% better than the
     linear AR, which overfits its 81 coefficients per asset. Sign of the next return right on 51.5% of days.
-    (An earlier run the same day, before the recurrent models moved onto layers.RNN (other init draws):
+    (An earlier run the same day, before the recurrent models moved onto one shared RNN layer, other draws:
     mean MAE 0.4991, 0.6% worse than persistence.)
     Day-ahead returns of large caps are close to unpredictable from their own past; this is the expected,
     honest outcome. stocks_test_predictions.png shows the implied next-day prices tracking persistence.
@@ -25,6 +25,10 @@ Result, AS MEASURED (2-core CPU, load average ~5 from other jobs; 2026-11-26, fu
 from seqjax import configs
 
 CELLS = ("rnn", "lstm", "gru")
+VARIANTS = {"full": "300 steps, LSTM H=16, next-day returns (the measured run)",
+            "smoke": "8 steps of H=8 on 256 windows (seconds; the tests run it)",
+            "rnn": "the simple RNN cell (combine: full,rnn)", "lstm": "the LSTM cell (default)",
+            "gru": "the GRU cell", "h5": "predict the next 5 days (any h<N>)"}
 
 
 def get_config(arg: str | None = None):
