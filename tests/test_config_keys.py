@@ -263,8 +263,10 @@ def _updates(optim_section, steps: int = 6):
     params = nnx.State({"w": Kernel(jnp.ones((3, 2))), "b": Bias(jnp.ones((2,)))})
     tx, _ = optim.make_optimizer(optim_section, 10)
     state = tx.init(params)
-    for i in range(steps):
-        grads = jax.tree.map(lambda p, i=i: jnp.full_like(p, 10.0 * (-1) ** i), params)
+    # Magnitudes that vary from step to step (Adam is invariant to a constant gradient scale, so b2 and
+    # clipping would not show), some above the clipping norm and some below.
+    for i, size in enumerate([10.0, 0.1, 30.0, 0.2, 5.0, 1.0][:steps]):
+        grads = jax.tree.map(lambda p, i=i, size=size: jnp.full_like(p, size * (-1) ** i), params)
         updates, state = tx.update(grads, state, params)
         params = jax.tree.map(jnp.add, params, updates)
     return params

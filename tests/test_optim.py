@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from seqjax import configs, optim
+from seqjax import optim
+from seqjax.nn import Bias, ClassToken, Kernel, Norm, Position
 
 
-def optim_cfg(**kw) -> ml_collections.ConfigDict:
-    o = configs.base().optim
+def optim_cfg(name: str = "adamw", **kw) -> ml_collections.ConfigDict:
+    o = optim.optimizer_fields(name)
     for k, v in kw.items():
         o[k] = v
     return o
@@ -20,6 +21,18 @@ def np_params(rng):
     return {"dense": {"kernel": rng.normal(size=(2, 3)).astype(np.float32),
                       "bias": rng.normal(size=(3,)).astype(np.float32)},
             "norm": {"scale": rng.normal(size=(3,)).astype(np.float32)}}
+
+
+ROLES = {"dense": {"kernel": Kernel, "bias": Bias}, "norm": {"scale": Norm}}
+
+
+def with_roles(tree) -> nnx.State:
+    """The NumPy tree as an NNX state whose leaves carry their roles (what weight decay reads)."""
+    return nnx.State({a: {b: ROLES[a][b](jnp.asarray(x)) for b, x in d.items()} for a, d in tree.items()})
+
+
+def values(state) -> dict:
+    return {a: {b: np.asarray(v[...]) for b, v in d.items()} for a, d in state.items()}
 
 
 @pytest.mark.parametrize("kind", ["cosine", "linear", "constant"])
@@ -54,11 +67,12 @@ def test_adamw_two_steps_with_clipping_and_masked_decay():
     cfg = optim_cfg(name="adamw", lr=lr, b1=b1, b2=b2, eps=eps, weight_decay=wd, clip_norm=clip,
                     schedule="constant")
     tx, _ = optim.make_optimizer(cfg, 10)
-    params = jax.tree.map(jnp.asarray, p0)
+    params = with_roles(p0)
     state = tx.init(params)
     for g in grads:
-        updates, state = tx.update(jax.tree.map(jnp.asarray, g), state, params)
+        updates, state = tx.update(with_roles(g), state, params)
         params = jax.tree.map(jnp.add, params, updates)
+    params = values(params)
 
     # NumPy reference.
     decay = {"dense": {"kernel": 1.0, "bias": 0.0}, "norm": {"scale": 0.0}}
@@ -89,11 +103,12 @@ def test_sgd_momentum_with_l2_decay_and_warmup():
     cfg = optim_cfg(name="sgd", lr=lr, momentum=mu, weight_decay=wd, clip_norm=0.0, schedule="constant",
                     warmup_steps=warmup)
     tx, _ = optim.make_optimizer(cfg, 10)
-    params = jax.tree.map(jnp.asarray, p0)
+    params = with_roles(p0)
     state = tx.init(params)
     for g in grads:
-        updates, state = tx.update(jax.tree.map(jnp.asarray, g), state, params)
+        updates, state = tx.update(with_roles(g), state, params)
         params = jax.tree.map(jnp.add, params, updates)
+    params = values(params)
 
     decay = {"dense": {"kernel": 1.0, "bias": 0.0}, "norm": {"scale": 0.0}}
     for a in p0:
@@ -105,39 +120,35 @@ def test_sgd_momentum_with_l2_decay_and_warmup():
             np.testing.assert_allclose(np.asarray(params[a][b]), p, rtol=1e-5, atol=1e-6, err_msg=f"{a}.{b}")
 
 
-def test_adam_ignores_weight_decay():
-    rng = np.random.default_rng(2)
-    p0 = jax.tree.map(jnp.asarray, np_params(rng))
-    g = jax.tree.map(lambda x: jnp.ones_like(x), p0)
-    outs = []
-    for wd in (0.0, 0.5):
-        tx, _ = optim.make_optimizer(optim_cfg(name="adam", weight_decay=wd, schedule="constant"), 10)
-        outs.append(tx.update(g, tx.init(p0), p0)[0])
-    for x, y in zip(jax.tree.leaves(outs[0]), jax.tree.leaves(outs[1]), strict=True):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+def test_adam_has_no_weight_decay_key():
+    """Adam reads no weight_decay: a config that sets one is an error, not a silently ignored key."""
+    with pytest.raises(ValueError, match=r"'adam' reads .* it does not read \['weight_decay'\]"):
+        optim.make_optimizer(optim_cfg(name="adam", weight_decay=0.5, schedule="constant"), 10)
+    assert "weight_decay" not in optim.optimizer_fields("adam")
 
 
-def test_decay_mask_by_rank_and_name():
-    tree = {"embed": {"embedding": np.zeros((5, 4))}, "ln_f": {"weight2d": np.zeros((4, 4))},
-            "attn": {"kernel": np.zeros((4, 2, 2)), "bias": np.zeros((2, 2))},
-            "block": {"scale": np.zeros((4, 4)), "vector": np.zeros((4,))}}
-    assert optim.decay_mask(tree) == {"embed": {"embedding": True}, "ln_f": {"weight2d": False},
-                                      "attn": {"kernel": True, "bias": False},
-                                      "block": {"scale": False, "vector": False}}
+def test_decay_mask_by_role_not_by_name():
+    """Roles decide, whatever the names say: a Kernel called "bias" is decayed, a Bias called "kernel" is not."""
+    params = nnx.State({"embed": {"table": Kernel(jnp.zeros((5, 4)))},
+                        "odd": {"bias": Kernel(jnp.zeros((4, 4))), "kernel": Bias(jnp.zeros((4, 4)))},
+                        "ln_f": {"scale": Norm(jnp.zeros((4,)))}, "pos": {"table": Position(jnp.zeros((8, 4)))},
+                        "cls": ClassToken(jnp.zeros((4,)))})
+    mask = optim.decay_mask(params)
+    assert {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_flatten_with_path(mask)[0]} == {
+        "['cls']": False, "['embed']['table']": True, "['ln_f']['scale']": False, "['odd']['bias']": True,
+        "['odd']['kernel']": False, "['pos']['table']": False}
 
 
-def test_decay_mask_on_nnx_params():
+def test_a_parameter_without_a_role_is_an_error_under_weight_decay():
     class M(nnx.Module):
         def __init__(self, rngs):
-            self.dense = nnx.Linear(3, 4, rngs=rngs)
-            self.norm = nnx.LayerNorm(4, rngs=rngs)
+            self.dense = nnx.Linear(3, 4, rngs=rngs)  # flax's own layer: plain nnx.Param, no role
 
     _, params, _ = nnx.split(M(nnx.Rngs(0)), nnx.Param, ...)
-    flat = {jax.tree_util.keystr(p): v for p, v in
-            jax.tree_util.tree_flatten_with_path(optim.decay_mask(params))[0]}
-    by_name = {k.split("]")[0] + "]" + k.split("]")[1] + "]": v for k, v in flat.items()}
-    assert by_name == {"['dense']['kernel']": True, "['dense']['bias']": False,
-                       "['norm']['scale']": False, "['norm']['bias']": False}
+    with pytest.raises(ValueError, match=r"parameter 'dense/(kernel|bias)' is a Param with no declared role"):
+        optim.decay_mask(params)
+    tx, _ = optim.make_optimizer(optim_cfg(weight_decay=0.0), 10)  # no decay: no role needed
+    tx.init(params)
 
 
 def test_cast_floating_keeps_integers():
