@@ -86,10 +86,10 @@ def alternatives(key: str, value):
 
 
 def changes_nothing(section: ml_collections.ConfigDict, key: str, build, base, same) -> str | None:
-    """None when some other value of `key` builds something `same` tells apart from `base`; else a note of
-    the values tried (an ignored key)."""
+    """None when some other value of `key` builds something `same` tells apart from `base`, or when every other
+    value is refused with an error; else a note of the values tried (an ignored key)."""
     tried, errors = [], []
-    for value in alternatives(key, section[key]):
+    for value in [v for v in alternatives(key, section[key]) if v != section[key]]:
         changed = ml_collections.ConfigDict(section.to_dict())
         try:
             changed[key] = value
@@ -100,8 +100,9 @@ def changes_nothing(section: ml_collections.ConfigDict, key: str, build, base, s
         if not same(base, result):
             return None
         tried.append(repr(value))
-    assert tried, f"{key}: no alternative value builds: {errors}"
-    return f"{key} = {', '.join(tried)}"
+    # Every other value refused with an error: the key cannot be silently ignored (e.g. layer_dropout with
+    # one layer, which the model rejects because it would do nothing).
+    return f"{key} = {', '.join(tried)}" if tried else None
 
 
 def _same_tree(a, b) -> bool:

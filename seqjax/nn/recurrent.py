@@ -117,6 +117,10 @@ class RNN(nnx.Module):
             raise ValueError(f"num_layers: expected >= 1, got {num_layers}")
         if not 0.0 <= layer_dropout < 1.0:
             raise ValueError(f"layer_dropout: expected a rate in [0, 1), got {layer_dropout}")
+        if layer_dropout and num_layers == 1:
+            # It would do nothing: the rate acts between stacked layers, and one layer has no such gap.
+            raise ValueError(f"layer_dropout={layer_dropout}: acts between stacked layers, and num_layers=1 "
+                             "has none; use num_layers >= 2, or output/embedding dropout")
         self.cell = Cell(cell, activation=activation, variant=variant, dtype=dtype)
         self.layer_dropout, self.merge = layer_dropout, merge
         self.unroll, self.remat, self.recurrent_dropout = unroll, remat, recurrent_dropout

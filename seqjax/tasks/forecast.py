@@ -6,8 +6,9 @@ Data (`dataset`):
   stationary, so a network fitted on 2004-2010 prices is not asked to extrapolate to 2012 price levels, and a
   predicted return maps back to a price as p[t] * exp(r / 100). Persistence ("tomorrow = today's price") is a
   zero predicted return.
-- "weather": Seattle precipitation, temp_max, temp_min, wind (levels), plus sin/cos of the day of year as
-  extra inputs when `season_features`. Persistence repeats the last observed day.
+- "weather": Seattle precipitation, temp_max, temp_min, wind (levels). Persistence repeats the last observed
+  day.
+Either data set adds sin/cos of the day of year as extra inputs when `season_features`.
 
 Windows. Sample m reads rows m .. m+W-1 (W = `window`) and predicts rows m+W .. m+W+h-1 (h =
 `horizon`, 1 = next day). The split is chronological by target day: a window is in train if all
@@ -52,16 +53,19 @@ class Series:
 
 
 def load_series(dataset: str, symbols: tuple[str, ...] = (), season_features: bool = True) -> Series:
+    """The data set's series; with `season_features`, sin/cos of the day of year as extra inputs (both data
+    sets have dates)."""
     if dataset == "stocks":
         dates, prices = stocks_data.load_stocks(tuple(symbols))
         returns = 100.0 * stocks_data.log_returns(prices)  # [N-1, A]; row t = return from day t to t+1
-        return Series("stocks", dates[1:], returns, np.zeros((len(returns), 0)), tuple(symbols), "returns",
-                      prices)
-    if dataset == "weather":
+        dates, values, columns, kind = dates[1:], returns, tuple(symbols), "returns"
+    elif dataset == "weather":
         dates, values = weather_data.load_weather()
-        extra = weather_data.day_of_year_features(dates) if season_features else np.zeros((len(dates), 0))
-        return Series("weather", dates, values, extra, weather_data.VARIABLES, "levels")
-    raise ValueError(f"dataset: expected 'stocks' or 'weather', got {dataset!r}")
+        prices, columns, kind = None, weather_data.VARIABLES, "levels"
+    else:
+        raise ValueError(f"dataset: expected 'stocks' or 'weather', got {dataset!r}")
+    extra = weather_data.day_of_year_features(dates) if season_features else np.zeros((len(dates), 0))
+    return Series(dataset, dates, values, extra, columns, kind, prices)
 
 
 def split_points(N: int, train_frac: float, val_frac: float) -> tuple[int, int]:
