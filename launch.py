@@ -5,6 +5,8 @@
     python launch.py --config=... --workdir=DIR --sweep='optim.lr=1e-3,3e-3;model.hidden=8,16'
     (add --sweep_launch to print one command per grid point instead of running them)
 
+A workdir holds one run: resuming it with another config is refused unless --allow_config_change=KEY[,KEY]
+names the keys that differ (see seqjax/checkpoint.py).
 Multi-host: add --coordinator_address=HOST:PORT --num_processes=N --process_id=I on every process.
 Usage errors (unknown experiment, config key, wrong value type, missing workdir) print one line and exit 2.
 """
@@ -29,6 +31,8 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, plots 
 flags.DEFINE_bool("list", False, "List the experiments with their one-line descriptions and exit.")
 flags.DEFINE_string("sweep", "", "Grid 'a.b=v1,v2;c.d=w1,w2'; one run per point under --workdir.")
 flags.DEFINE_bool("sweep_launch", False, "With --sweep: print one command per point instead of running them.")
+flags.DEFINE_list("allow_config_change", [], "Resume a workdir although these config keys (a.b, or a "
+                  "section) differ from its saved config; the old config is kept as config.<step>.json.")
 flags.DEFINE_string("coordinator_address", "", "host:port of process 0, for multi-process runs.")
 flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process runs).")
 flags.DEFINE_integer("process_id", None, "This process's index in [0, num_processes).")
@@ -217,12 +221,13 @@ def main(argv):
         parallel.initialize_distributed(d.coordinator_address, d.num_processes, d.process_id)
     except ValueError as e:
         fail(str(e))
-    from seqjax.checkpoint import WorkdirError
+    from seqjax.checkpoint import CheckpointError, WorkdirError
     from seqjax.train import NonFiniteLossError, train_and_evaluate
 
+    allow = tuple(FLAGS.allow_config_change)
     try:
         if grid is None:
-            summary = train_and_evaluate(config, FLAGS.workdir, name)
+            summary = train_and_evaluate(config, FLAGS.workdir, name, allow)
             return 0 if summary["status"] in ("completed", "interrupted") else 1
         rows = []
         for point in grid:
@@ -233,7 +238,7 @@ def main(argv):
                     (_get(point_config, parent) if parent else point_config)[leaf] = value
             workdir = os.path.join(FLAGS.workdir, point_name(point))
             print(f"== sweep point {point_name(point)} -> {workdir}", flush=True)
-            summary = train_and_evaluate(point_config, workdir, name)
+            summary = train_and_evaluate(point_config, workdir, name, allow)
             rows.append({**{key: text for key, _, text in point}, "steps": summary["steps"],
                          "status": summary["status"], **summary["final"]})
         import jax
@@ -243,7 +248,7 @@ def main(argv):
         return 0
     except NonFiniteLossError as e:
         fail(str(e), status=1)
-    except WorkdirError as e:
+    except (WorkdirError, CheckpointError) as e:
         fail(str(e))
 
 

@@ -2,6 +2,12 @@
 
 `flax.metrics.tensorboard` needs TensorFlow, which is not installed, so events are written with TensorBoard's
 own TF-free `tensorboard.summary.Writer`. Only process 0 writes (`enabled=False` elsewhere).
+
+The metrics follow the checkpoint: a resumed run first cuts metrics.jsonl back to the restored step
+(`truncate_after`), so each step's rows are there once. TensorBoard events files are append-only records and
+are not rewritten: each run writes a new file (its name holds the time and PID), and the steps after the
+restored checkpoint stay in the older file too. Where two files hold a step, the newer file's value is the one
+that counts; metrics.jsonl holds only it.
 """
 from __future__ import annotations
 
@@ -16,11 +22,11 @@ from collections.abc import Iterator
 import numpy as np
 
 
-def _jsonable(x):
+def jsonable(x):
     if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
     if isinstance(x, (np.generic, np.ndarray)) or hasattr(x, "__array__"):
         x = np.asarray(x)
         return x.item() if x.ndim == 0 else x.tolist()
@@ -32,7 +38,7 @@ def _jsonable(x):
 def write_json(path: str, obj) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump(_jsonable(obj), f, indent=2, sort_keys=True)
+        json.dump(jsonable(obj), f, indent=2, sort_keys=True)
     os.replace(tmp, path)  # atomic: a killed run never leaves half a file
 
 
@@ -41,6 +47,29 @@ def read_jsonl(path: str) -> list[dict]:
         return []
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def truncate_after(path: str, step: int) -> None:
+    """Remove the rows of a metrics.jsonl with a step after `step`, and a half-written last row of a killed
+    run; atomically."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = [line for line in f if line.strip()]
+
+    def keep(line):
+        try:
+            return json.loads(line).get("step", 0) <= step
+        except ValueError:
+            return False
+
+    kept = [line for line in lines if keep(line)]
+    if len(kept) == len(lines):
+        return
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.writelines(line if line.endswith("\n") else line + "\n" for line in kept)
+    os.replace(tmp, path)
 
 
 class MetricWriter:
@@ -63,7 +92,7 @@ class MetricWriter:
             return
         scalars = {f"{prefix}/{k}": float(v) for k, v in scalars.items()}
         with open(self.path, "a") as f:
-            f.write(json.dumps(_jsonable({"step": int(step), **scalars})) + "\n")
+            f.write(json.dumps(jsonable({"step": int(step), **scalars})) + "\n")
         if self._tb is not None:
             for k, v in scalars.items():
                 self._tb.add_scalar(k, v, step=int(step))

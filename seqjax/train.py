@@ -202,19 +202,6 @@ def _load_init_from(path: str, state: TrainState, tx: optax.GradientTransformati
     return state._replace(params=params, opt_state=tx.init(params))
 
 
-def _restore(checkpoints: ckpt_lib.Checkpoints, state: TrainState,
-             train_iter: ArrayIterator) -> tuple[int, TrainState]:
-    """(step, state) of the newest readable checkpoint, `train_iter` moved to where it was; (0, `state`) if
-    there is none. The state comes back in the layout of `state` (one host copy)."""
-    restored = checkpoints.restore_latest(ckpt_lib.abstract_tree(state))
-    if restored is None:
-        return 0, state
-    step, state, meta = restored
-    train_iter.set_state(meta["iterator"])
-    log(f"resumed from checkpoint step {step} in {checkpoints.directory}")
-    return step, state
-
-
 # ================================================================================ training loop helpers
 
 
@@ -227,15 +214,12 @@ def _check_finite(unchecked: list[tuple[int, jax.Array]], checkpoints: ckpt_lib.
                   writer: metrics_io.MetricWriter) -> None:
     """Empty `unchecked` [(step, loss)], raising NonFiniteLossError at its first NaN or inf loss.
 
-    Every save comes after a check of the losses up to its step, so the checkpoint the error names is good.
+    The loss of step s comes from the parameters after step s - 1, so the good checkpoints are those before.
     """
     for step, loss in unchecked:
         if not np.isfinite(np.asarray(jax.device_get(loss)).reshape(-1)[0]):
             writer.close()
-            checkpoints.wait()
-            good = checkpoints.all_steps()
-            raise NonFiniteLossError(f"non-finite loss at step {step}; the last good checkpoint is "
-                                     f"{good[-1] if good else 'none'} in {checkpoints.directory}")
+            raise NonFiniteLossError(f"non-finite loss at step {step}; {checkpoints.last_good(step - 1)}")
     unchecked.clear()
 
 
@@ -260,7 +244,11 @@ def _evaluate_val(runner: parallel.Runner, state: Any, val: dict[str, np.ndarray
 
 def _save(checkpoints: ckpt_lib.Checkpoints, step: int, state: TrainState, train_iter: ArrayIterator,
           config, wait: bool = False) -> None:
-    """Save `state` (one copy) with the data iterator's position, so that a resume continues exactly."""
+    """Save `state` (one copy) with the data iterator's position, so that a resume continues exactly; never
+    parameters with a NaN or inf (the checkpoint a NonFiniteLossError names must resume)."""
+    if not all(np.isfinite(ckpt_lib.host_array(x)).all() for x in jax.tree.leaves(state.params)):
+        raise NonFiniteLossError(f"non-finite parameters after step {step} (not saved); "
+                                 f"{checkpoints.last_good(step)}")
     meta = {"iterator": train_iter.get_state(), "config": config.to_dict(), "step": step}
     checkpoints.save(step, state, meta, wait=wait)
 
@@ -299,18 +287,28 @@ def _task_report(task: Task, graphdef: nnx.GraphDef, state: TrainState, splits: 
 # ========================================================================================== the run
 
 
-def train_and_evaluate(config, workdir: str, experiment: str = "") -> dict:
+def train_and_evaluate(config, workdir: str, experiment: str = "",
+                       allow_changes: tuple[str, ...] = ()) -> dict:
     """Train `config` in `workdir` (resuming from its latest checkpoint if any) and write the run's files.
 
     Returns the summary also written to workdir/summary.json:
     {"experiment", "config", "steps", "wall_time_s", "final": {metric: value}, "status"}.
     status is "completed" or "interrupted" (SIGTERM/SIGINT: saved a checkpoint and stopped early).
+    The workdir is locked for the run; resuming refuses a config that differs from the saved one in a key
+    that defines the run (all but checkpoint.FREE_CONFIG_KEYS), except for the keys in `allow_changes`.
     """
-    # ------------------------------------------------------------------------------------------- setup
-    start = time.time()
     workdir = os.path.abspath(workdir)
     ckpt_lib.check_workdir_format(workdir)
     os.makedirs(workdir, exist_ok=True)
+    with ckpt_lib.WorkdirLock(workdir, enabled=jax.process_index() == 0):
+        # Under the lock (no other run rewrites config.json meanwhile) and before anything is written.
+        changed = ckpt_lib.check_config(workdir, config.to_dict(), tuple(allow_changes))
+        return _run(config, workdir, experiment, changed)
+
+
+def _run(config, workdir: str, experiment: str, changed: list[str]) -> dict:
+    # ------------------------------------------------------------------------------------------- setup
+    start = time.time()
     is_main = jax.process_index() == 0
     t = config.train
 
@@ -331,11 +329,16 @@ def train_and_evaluate(config, workdir: str, experiment: str = "") -> dict:
 
     checkpoints = ckpt_lib.Checkpoints(workdir, keep=t.keep_checkpoints, async_save=t.async_checkpoints)
     writer = metrics_io.MetricWriter(workdir, enabled=is_main)
-    if is_main:
-        metrics_io.write_json(os.path.join(workdir, "config.json"), config.to_dict())
 
     # ----------------------------------------------------------------------------------------- restore
-    step0, host_state = _restore(checkpoints, host_state, train_iter)
+    step0, restored = 0, checkpoints.restore_latest(ckpt_lib.abstract_tree(host_state))
+    if restored is not None:  # the newest readable checkpoint, in the layout of host_state (one host copy)
+        step0, host_state, meta = restored
+        train_iter.set_state(meta["iterator"])
+        log(f"resumed from checkpoint step {step0} in {checkpoints.directory}")
+    if is_main:  # only once the checkpoints are known to fit this config
+        metrics_io.truncate_after(writer.path, step0)  # rows of steps the restored state has not done
+        ckpt_lib.write_config(workdir, config.to_dict(), keep_old_as_step=step0 if changed else None)
     state = runner.place_state(host_state)
     del host_state  # the placed copy is the live one (and the train step donates it)
 

@@ -20,7 +20,8 @@ def run_steps(mode: str, config, steps: int = 4, devices=None):
     axis = parallel.DATA_AXIS if mode == "pmap" else None
     train_fn = train.make_train_step(task, graphdef, tx, schedule, accum_steps=config.optim.accum_steps,
                                      axis_name=axis)
-    runner = train.make_runner(mode, train_fn, train.make_eval_step(task, graphdef, axis_name=axis), devices)
+    eval_fn = train.make_eval_step(task, graphdef, axis_name=axis)
+    runner = parallel.make_runner(mode, train_fn, eval_fn, devices)
     state = runner.place_state(state)
     it = ArrayIterator(task.data()["train"], config.train.batch_size, seed=config.seed)
     losses = []
@@ -88,3 +89,19 @@ def test_pmap_run_end_to_end_matches_mesh_run_and_resumes_exactly(tmp_path):
     a, b = final_params(pmap_dir), final_params(str(tmp_path / "mesh"))
     for k in a:
         np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+@pytest.mark.parametrize("saved, resumed", [("mesh", "none"), ("pmap", "mesh")])
+def test_a_checkpoint_resumes_on_another_device_count(tmp_path, saved, resumed):
+    """A checkpoint holds one host copy of the state, so 4 devices (mesh or pmap) may hand over to 1 or to
+    another layout (train.parallel may change on resume) and finish as the uninterrupted run does."""
+    config = toy_config(**{"train.steps": 4, "train.checkpoint_every": 2, "train.parallel": saved})
+    workdir = str(tmp_path)
+    train.train_and_evaluate(config, workdir)
+    want = final_params(workdir)
+    shutil.rmtree(os.path.join(workdir, "checkpoints", "4"))  # as if stopped after step 2
+    config.train.parallel = resumed
+    assert train.train_and_evaluate(config, workdir)["steps"] == 4
+    got = final_params(workdir)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-6, err_msg=k)
