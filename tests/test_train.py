@@ -11,7 +11,7 @@ import pytest
 from flax import nnx
 from helpers_train import final_params, toy_config
 
-from seqjax import optim, tasks, train
+from seqjax import optim, parallel, tasks, train
 from seqjax.configs import ConfigError
 from seqjax.data.iterators import ArrayIterator, eval_batches
 from seqjax.task import build_model, build_task
@@ -91,7 +91,7 @@ def test_step_compiles_once():
     config = toy_config()
     task, tx, schedule, graphdef, state, _ = setup(config)
     step = chex.assert_max_traces(train.make_train_step(task, graphdef, tx, schedule), n=1)
-    runner = train.make_runner("mesh", step, train.make_eval_step(task, graphdef))
+    runner = parallel.make_runner("mesh", step, train.make_eval_step(task, graphdef))
     state = runner.place_state(state)
     it = ArrayIterator(task.data()["train"], 8, seed=0)
     for _ in range(3):
@@ -165,9 +165,10 @@ def test_train_and_evaluate_end_to_end(tmp_path):
 
 
 def test_non_finite_loss_stops_with_step_and_keeps_good_checkpoint(tmp_path):
-    config = toy_config(**{"optim.name": "sgd", "optim.lr": 1e30, "optim.clip_norm": 0.0,
-                           "optim.schedule": "constant", "optim.warmup_steps": 0, "train.log_every": 1,
-                           "train.checkpoint_every": 1, "train.steps": 20})
+    config = toy_config(**{"train.log_every": 1, "train.checkpoint_every": 1, "train.steps": 20})
+    with config.unlocked():  # sgd's section: its keys differ from adamw's (optim.check_fields)
+        config.optim = optim.optimizer_fields("sgd")
+    config.optim.update({"lr": 1e30, "clip_norm": 0.0, "schedule": "constant", "warmup_steps": 0})
     with pytest.raises(train.NonFiniteLossError, match=r"non-finite loss at step (\d+)") as e:
         train.train_and_evaluate(config, str(tmp_path))
     bad = int(e.value.args[0].split("step ")[1].split(";")[0])
