@@ -8,7 +8,19 @@
 A workdir holds one run: resuming it with another config is refused unless --allow_config_change=KEY[,KEY]
 names the keys that differ (see seqjax/checkpoint.py).
 Multi-host: add --coordinator_address=HOST:PORT --num_processes=N --process_id=I on every process.
-Usage errors (unknown experiment, config key, wrong value type, missing workdir) print one line and exit 2.
+
+Every config value is checked, the task and model built once, before the workdir is touched
+(seqjax/preflight.py). Errors print one line on stderr. Exit statuses:
+    0  completed, or interrupted by SIGTERM/SIGINT with its state saved (summary.json: "interrupted")
+    1  training failed: a non-finite loss (the message names the last good checkpoint)
+    2  usage: unknown experiment, config key or flag, a value of the wrong type or out of range
+    3  environment: a data package or data file missing, a workdir that is a file or not writable, an
+       unreadable checkpoint (train.init_from, or every checkpoint of the workdir)
+    4  disk full: no space left on the workdir's disk
+    134 (SIGABRT; -6 to subprocess) multi-process: a peer process was lost; jax ends the processes left
+       with "Terminating process because the JAX distributed service detected fatal errors" within
+       parallel.HEARTBEAT_TIMEOUT_S (seqjax/parallel.py)
+A signal stops a sweep after the point it interrupts.
 """
 from __future__ import annotations
 
@@ -215,7 +227,7 @@ def main(argv):
         return 0
 
     # Multi-process setup must precede any other JAX use.
-    from seqjax import parallel
+    from seqjax import parallel, preflight
     d = config.distributed
     try:
         parallel.initialize_distributed(d.coordinator_address, d.num_processes, d.process_id)
@@ -227,9 +239,11 @@ def main(argv):
     allow = tuple(FLAGS.allow_config_change)
     try:
         if grid is None:
-            summary = train_and_evaluate(config, FLAGS.workdir, name, allow)
+            task = preflight.check_run(config, FLAGS.workdir)
+            summary = train_and_evaluate(config, FLAGS.workdir, name, allow, task=task)
             return 0 if summary["status"] in ("completed", "interrupted") else 1
-        rows = []
+        points = []
+        tasks = {}  # one task per distinct data config: building one loads its data
         for point in grid:
             point_config = config.copy_and_resolve_references()
             with point_config.unlocked():
@@ -237,20 +251,36 @@ def main(argv):
                     parent, _, leaf = key.rpartition(".")
                     (_get(point_config, parent) if parent else point_config)[leaf] = value
             workdir = os.path.join(FLAGS.workdir, point_name(point))
+            data_key = (point_config.task, point_config.data.to_json(sort_keys=True))
+            tasks[data_key] = preflight.check_run(point_config, workdir, tasks.get(data_key))
+            points.append((point, point_config, workdir, tasks[data_key]))
+        rows = []
+        for point, point_config, workdir, task in points:
             print(f"== sweep point {point_name(point)} -> {workdir}", flush=True)
-            summary = train_and_evaluate(point_config, workdir, name, allow)
+            summary = train_and_evaluate(point_config, workdir, name, allow, task=task)
             rows.append({**{key: text for key, _, text in point}, "steps": summary["steps"],
                          "status": summary["status"], **summary["final"]})
+            if summary["status"] == "interrupted":
+                break
         import jax
         if jax.process_index() == 0:
             paths = write_results(FLAGS.workdir, rows)
             print(f"sweep results: {paths[0]}, {paths[1]}", flush=True)
         return 0
+    except preflight.RunError as e:
+        fail(str(e), e.status)
     except NonFiniteLossError as e:
         fail(str(e), status=1)
     except (WorkdirError, CheckpointError) as e:
         fail(str(e))
-
+    except CheckpointError as e:
+        fail(str(e), status=preflight.ENVIRONMENT)
+    except Exception as e:
+        if preflight.disk_full(e):
+            fail(f"disk full: no space left on the disk of --workdir={FLAGS.workdir!r} "
+                 f"({str(e).splitlines()[0] if str(e) else type(e).__name__}); free space and run the same "
+                 "command again to resume from the last checkpoint", status=preflight.DISK_FULL)
+        raise
 
 if __name__ == "__main__":
     app.run(main, flags_parser=parse_flags)

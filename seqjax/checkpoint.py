@@ -382,13 +382,40 @@ def load_params(path: str, params: Any) -> Any:
     return jax.tree_util.tree_unflatten(treedef, new)
 
 
+def _not_missing_item_metadata(record: logging.LogRecord) -> bool:
+    """Drops orbax's warning "Metadata file does not exist: <step>/state/_CHECKPOINT_METADATA". A
+    PyTreeCheckpointer reading one item looks for the step's metadata file inside the item directory, where
+    CheckpointManager never writes it (it lies one level up, in <step>/); the item is read from its own
+    _METADATA, so the warning, printed on every read, says nothing."""
+    return not (str(record.msg).startswith("Metadata file does not exist")
+                and str(record.args[0] if record.args else "").endswith("_CHECKPOINT_METADATA"))
+
+
 def load_raw(path: str, step: int | None = None) -> dict:
-    """The saved TrainState of a run (workdir, checkpoints dir or step dir) as nested dicts of arrays."""
+    """The saved TrainState of a run (workdir, checkpoints dir or step dir) as nested dicts of arrays.
+
+    A damaged checkpoint (files truncated, metadata missing) raises CheckpointError with a one-line message.
+    """
     directory, latest = find_checkpoint(path)
     step = latest if step is None else step
-    path = os.path.join(directory, str(step), "state")
+    step_dir = os.path.join(directory, str(step))
+    absl_logger = logging.getLogger("absl")
+    absl_logger.addFilter(_not_missing_item_metadata)
     checkpointer = ocp.PyTreeCheckpointer()
-    tree = checkpointer.metadata(path).item_metadata.tree
-    # Host NumPy arrays: the checkpoint may come from another device topology.
-    as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-    return checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
+    try:
+        metadata = checkpointer.metadata(os.path.join(step_dir, "state"))
+        tree = getattr(getattr(metadata, "item_metadata", None), "tree", None)
+        if tree is None:
+            raise CheckpointError(f"damaged checkpoint {step_dir}: its state has no readable metadata")
+        # Host NumPy arrays: the checkpoint may come from another device topology.
+        as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+        return checkpointer.restore(os.path.join(step_dir, "state"),
+                                    args=ocp.args.PyTreeRestore(restore_args=as_numpy))
+    except CheckpointError:
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever orbax or tensorstore raise, the files are unusable
+        detail = " ".join(str(e).split())[:200] or type(e).__name__
+        raise CheckpointError(f"damaged checkpoint {step_dir}: {type(e).__name__}: {detail}") from e
+    finally:
+        checkpointer.close()  # an open one leaves "Event loop is closed" tracebacks at interpreter exit
+        absl_logger.removeFilter(_not_missing_item_metadata)

@@ -25,13 +25,25 @@ from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 DATA_AXIS = "data"
+# jax.distributed timeouts (seconds): waiting for all processes to join, a peer's silence before it counts
+# as lost, and waiting for the others at exit.
+INITIALIZATION_TIMEOUT_S = 120
+HEARTBEAT_TIMEOUT_S = 15
+SHUTDOWN_TIMEOUT_S = 30
 
 
 def initialize_distributed(coordinator_address: str = "", num_processes: int | None = 1,
                            process_id: int | None = 0) -> bool:
     """`jax.distributed.initialize` when more than one process is asked for; call before any other JAX use.
 
-    Returns whether it initialised. CPU processes talk through gloo collectives.
+    Returns whether it initialised. CPU processes talk through gloo collectives. A process whose peer dies
+    must not wait forever in a collective: after HEARTBEAT_TIMEOUT_S without a peer's heartbeat jax's
+    coordination service reports the peer lost and the processes left end with jax's message "Terminating
+    process because the JAX distributed service detected fatal errors. This most likely indicates that another
+    task died" and SIGABRT (exit status 134 in a shell, -6 from subprocess). Its client takes a callback that
+    could exit more quietly, but jax 0.10 cannot call a Python one (the status argument does not convert:
+    std::bad_cast, checked). At exit a process waits at most SHUTDOWN_TIMEOUT_S for the others. jax's
+    defaults (100 s and 300 s) are long for a run on one machine; a cluster with slow links can raise these.
     """
     if not coordinator_address and (num_processes or 1) <= 1:
         return False
@@ -42,7 +54,9 @@ def initialize_distributed(coordinator_address: str = "", num_processes: int | N
                          f"got {process_id}")
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
-                               process_id=process_id)
+                               process_id=process_id, initialization_timeout=INITIALIZATION_TIMEOUT_S,
+                               heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S,
+                               shutdown_timeout_seconds=SHUTDOWN_TIMEOUT_S)
     return True
 
 

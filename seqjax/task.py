@@ -112,8 +112,8 @@ def load_run(workdir: str, expected_tasks: tuple[str, ...] | None = None):
     graphdef, params, rest = nnx.split(build_model(config, task, nnx.Rngs(config.seed)), nnx.Param, ...)
     try:
         params = ckpt_lib.load_params(workdir, params)
-    except ckpt_lib.CheckpointError as e:
-        raise FileNotFoundError(f"--workdir={workdir!r}: no checkpoint to load ({e})") from e
+    except ckpt_lib.CheckpointError as e:  # none, or a damaged one
+        raise FileNotFoundError(f"--workdir={workdir!r}: cannot load a checkpoint ({e})") from e
     except ValueError as e:
         raise ValueError(f"--workdir={workdir!r}: checkpoint from another model: its parameters do not fit "
                          f"the model configured in config.json ({e})") from e

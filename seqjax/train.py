@@ -10,9 +10,8 @@ sections, top to bottom: setup, restore, training loop, final evaluation and sum
 """
 from __future__ import annotations
 
+import contextlib
 import os
-import signal
-import threading
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -24,7 +23,7 @@ import optax
 from flax import nnx
 
 from seqjax import checkpoint as ckpt_lib
-from seqjax import metrics_io, optim, parallel
+from seqjax import metrics_io, optim, parallel, stopping
 from seqjax.data.iterators import ArrayIterator, eval_batches
 from seqjax.task import Task, build_model, build_task
 
@@ -253,47 +252,42 @@ def _save(checkpoints: ckpt_lib.Checkpoints, step: int, state: TrainState, train
     checkpoints.save(step, state, meta, wait=wait)
 
 
-class _StopSignals:
-    """SIGTERM/SIGINT set a flag the loop checks after each step, so it saves and exits cleanly.
+def _final_evaluation(stop: stopping.StopSignals, runner: parallel.Runner, state: Any, val, train_config,
+                      writer: metrics_io.MetricWriter, step: int, task: Task, graphdef: nnx.GraphDef,
+                      splits: dict, workdir: str) -> dict[str, float]:
+    """val metrics and the task's report. A signal stops it (`stop.stopped`), keeping the metrics done so far.
 
-    Multi-process runs need the signal on every process (as cluster schedulers send it): one process stopping
-    alone would leave the others waiting in a collective.
+    Val evaluation is a collective in a multi-process run, so there the processes finish it and then agree;
+    the task's report runs on each process alone and stops at once.
     """
-
-    def __init__(self):
-        self.received = None
-        self._old = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.received = signal.Signals(signum).name
-
-    def __exit__(self, *exc):
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
-
-
-def _task_report(task: Task, graphdef: nnx.GraphDef, state: TrainState, splits: dict,
-                 workdir: str) -> dict[str, float]:
-    model = nnx.merge(graphdef, *jax.device_get((state.params, state.rest)))
-    return {k: float(v) for k, v in task.evaluate(model, splits, workdir).items()}
+    log("final evaluation ...")
+    final = {}
+    try:
+        with stop.interruptible("final evaluation") if jax.process_count() == 1 else contextlib.nullcontext():
+            result = _evaluate_val(runner, state, val, train_config, writer, step)
+        final.update({f"val_{k}": v for k, v in result.items()})
+        if stop.agree_now():
+            return final
+        with stop.interruptible("final evaluation"):
+            model = nnx.merge(graphdef, *jax.device_get((state.params, state.rest)))
+            final.update({k: float(v) for k, v in task.evaluate(model, splits, workdir).items()})
+    except stopping.Interrupted:
+        stop.stopped = True
+    return final
 
 
 # ========================================================================================== the run
 
 
-def train_and_evaluate(config, workdir: str, experiment: str = "",
-                       allow_changes: tuple[str, ...] = ()) -> dict:
+def train_and_evaluate(config, workdir: str, experiment: str = "", allow_changes: tuple[str, ...] = (),
+                       task: Task | None = None) -> dict:
     """Train `config` in `workdir` (resuming from its latest checkpoint if any) and write the run's files.
 
     Returns the summary also written to workdir/summary.json:
-    {"experiment", "config", "steps", "wall_time_s", "final": {metric: value}, "status"}.
-    status is "completed" or "interrupted" (SIGTERM/SIGINT: saved a checkpoint and stopped early).
+    {"experiment", "config", "steps", "wall_time_s", "final": {metric: value}, "status", "interruption"}.
+    status is "completed" or "interrupted": SIGTERM/SIGINT in any phase (training, final save, final
+    evaluation) saves the state and stops; "interruption" is then {"signal", "phase"} (else None). `task`: the
+    task already built from `config` (launch.py builds it when it checks the config), or None.
     The workdir is locked for the run; resuming refuses a config that differs from the saved one in a key
     that defines the run (all but checkpoint.FREE_CONFIG_KEYS), except for the keys in `allow_changes`.
     """
@@ -303,16 +297,16 @@ def train_and_evaluate(config, workdir: str, experiment: str = "",
     with ckpt_lib.WorkdirLock(workdir, enabled=jax.process_index() == 0):
         # Under the lock (no other run rewrites config.json meanwhile) and before anything is written.
         changed = ckpt_lib.check_config(workdir, config.to_dict(), tuple(allow_changes))
-        return _run(config, workdir, experiment, changed)
+        return _run(config, workdir, experiment, changed, task)
 
 
-def _run(config, workdir: str, experiment: str, changed: list[str]) -> dict:
+def _run(config, workdir: str, experiment: str, changed: list[str], task: Task | None) -> dict:
     # ------------------------------------------------------------------------------------------- setup
     start = time.time()
     is_main = jax.process_index() == 0
     t = config.train
 
-    task = build_task(config)
+    task = task if task is not None else build_task(config)  # launch.py passes the one it checked
     log("loading data ...")
     splits = task.data()
     if "train" not in splits:
@@ -348,43 +342,51 @@ def _run(config, workdir: str, experiment: str, changed: list[str]) -> dict:
     unchecked = []  # (step, loss on the device) not yet checked for NaN/inf
     if step < t.steps:
         log(f"compiling the train step (then steps {step + 1}..{t.steps}) ...")
-    with _StopSignals() as stop:
-        while step < t.steps and not stop.received:
+    with stopping.StopSignals("training") as stop:
+        sync = True  # gather the processes' stop flags now and at each log, eval and save step
+        while step < t.steps and not stop.agreed(step, check_now=sync):
             state, metrics = runner.train_step(state, runner.place_batch(next(train_iter)), rng)
             step += 1
             unchecked.append((step, metrics["loss"]))
             log_now, save_now = _due(step, t.log_every, last=t.steps), _due(step, t.checkpoint_every)
+            eval_now = _due(step, t.eval_every) and step < t.steps
+            sync = log_now or save_now or eval_now
             if log_now or save_now or len(unchecked) >= MAX_UNCHECKED_LOSSES:
                 _check_finite(unchecked, checkpoints, writer)
             if log_now:
                 _log_train(writer, step, t.steps, runner.one_copy(metrics), pace)
-            if _due(step, t.eval_every) and step < t.steps:
+            if eval_now:
                 with pace.paused():
                     _evaluate_val(runner, state, val, t, writer, step)
             if save_now:
                 with pace.paused():
                     _save(checkpoints, step, runner.one_copy(state), train_iter, config)
 
-        status = "interrupted" if stop.received else "completed"
-        if stop.received:
-            log(f"received {stop.received} at step {step}: saving a checkpoint and stopping")
+        stopped_in_loop = stop.stopped
+        if stopped_in_loop:  # on every process: which one had the signal, and that all stop at one step
+            print(f"{stop.describe()} at step {step}: saving a checkpoint and stopping", flush=True)
+        stop.phase = "final save"
         _check_finite(unchecked, checkpoints, writer)
         _save(checkpoints, step, runner.one_copy(state), train_iter, config, wait=True)
 
-    # --------------------------------------------------------------------- final evaluation and summary
-    final = {}
-    if status == "completed":
-        log("final evaluation ...")
-        final.update({f"val_{k}": v for k, v in _evaluate_val(runner, state, val, t, writer, step).items()})
-        final.update(_task_report(task, graphdef, runner.one_copy(state), splits, workdir))
-    writer.flush()
-    writer.close()
-    checkpoints.close()
-    summary = {"experiment": experiment or config.task, "config": config.to_dict(), "steps": int(step),
-               "wall_time_s": time.time() - start, "final": final, "status": status}
-    if is_main:
-        if t.plots:
-            metrics_io.plot_curves(writer.path, workdir)
-        metrics_io.write_json(os.path.join(workdir, "summary.json"), summary)
-        log(f"done: {status} at step {step}; " + " ".join(f"{k}={v:.4g}" for k, v in sorted(final.items())))
+        # ----------------------------------------------------------------- final evaluation and summary
+        final = {}
+        if not stop.stopped and not stop.agree_now():  # a signal during the last save stops here, saved
+            final = _final_evaluation(stop, runner, state, val, t, writer, step, task, graphdef, splits,
+                                      workdir)
+        status = "interrupted" if stop.stopped else "completed"
+        if stop.stopped and not stopped_in_loop:
+            log(f"{stop.describe()} during the {stop.report['phase']} (step {step}, saved): stopping")
+        writer.flush()
+        writer.close()
+        checkpoints.close()
+        summary = {"experiment": experiment or config.task, "config": config.to_dict(), "steps": int(step),
+                   "wall_time_s": time.time() - start, "final": final, "status": status,
+                   "interruption": stop.report}
+        if is_main:
+            if t.plots:
+                metrics_io.plot_curves(writer.path, workdir)
+            metrics_io.write_json(os.path.join(workdir, "summary.json"), summary)
+            log(f"done: {status} at step {step}; "
+                + " ".join(f"{k}={v:.4g}" for k, v in sorted(final.items())))
     return summary

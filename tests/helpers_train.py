@@ -67,7 +67,9 @@ def assert_params_equal(a: dict, b: dict, exact: bool = True, atol: float = 1e-5
 
 def launch_env(devices: int = 4) -> dict:
     env = dict(os.environ)
-    env.update(JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(devices), PYTHONPATH=ROOT,
+    # tests/ on the path too: tests define tasks the launched runs import as "test_module:Class".
+    env.update(JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(devices),
+               PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]),
                JAX_COMPILATION_CACHE_DIR=CACHE_DIR, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
     return env

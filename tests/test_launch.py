@@ -1,10 +1,72 @@
-"""launch.py as a user runs it: a run, --list, sweeps, and one-line usage errors with exit status 2."""
+"""launch.py as a user runs it: a run, --list, sweeps, one-line errors with their exit statuses (checked
+before the workdir is touched), and signals in every phase of a run."""
 import csv
+import errno
 import json
 import os
+import signal
+import subprocess
+import time
 
 import pytest
-from helpers_train import ROOT, TOY, run_launch
+from helpers_train import ROOT, TOY, launch_cmd, launch_env, run_launch, toy_config
+
+from experiments.toy_smoke import ToyTask
+from seqjax import preflight
+
+WEATHER = os.path.join(ROOT, "experiments", "weather.py")
+
+
+# Tasks the launched runs name as "test_launch:Class" (tests/ is on their PYTHONPATH): the toy task with one
+# failure or delay built in. Same constructor as ToyTask, so the toy config's data section fits.
+
+
+class MissingPackageTask(ToyTask):
+    """Its data loader needs a package of the [data] extra that is not installed."""
+
+    def data(self):
+        raise ModuleNotFoundError("No module named 'vega_datasets'", name="vega_datasets")
+
+
+class FullDiskTask(ToyTask):
+    """Once built, every checkpoint save fails as on a full disk (what orbax raises through is not ours to
+    simulate, so the save itself raises the OSError)."""
+
+    def data(self):
+        from seqjax import checkpoint
+
+        def save(*args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device", "checkpoints")
+
+        checkpoint.Checkpoints.save = save
+        return super().data()
+
+
+class SlowEvaluateTask(ToyTask):
+    """evaluate() marks that it started (the file evaluating in the workdir), then takes a minute."""
+
+    def evaluate(self, model, splits, workdir):
+        open(os.path.join(workdir, "evaluating"), "w").close()
+        time.sleep(60)
+        return super().evaluate(model, splits, workdir)
+
+
+class SlowSaveTask(ToyTask):
+    """The run's last save marks that it started (the file saving in the workdir), then takes 3 s."""
+
+    def data(self):
+        from seqjax import checkpoint
+
+        original = checkpoint.Checkpoints.save
+
+        def save(self, step, state, meta, wait=False):
+            if wait:  # the final save
+                open(os.path.join(self.workdir, "saving"), "w").close()
+                time.sleep(3)
+            return original(self, step, state, meta, wait)
+
+        checkpoint.Checkpoints.save = save
+        return super().data()
 
 FAST = ["--config.train.steps=2", "--config.train.log_every=1", "--config.train.checkpoint_every=0",
         "--config.train.plots=False"]
@@ -36,6 +98,114 @@ def test_usage_errors_are_one_line_and_exit_2(args, message):
     err = [line for line in out.stderr.splitlines() if line.strip() and not line.startswith(("W", "I"))]
     assert len(err) == 1 and message in err[0], out.stderr
     assert "Traceback" not in out.stderr
+
+
+def error_lines(out) -> list[str]:
+    return [line for line in out.stderr.splitlines() if line.strip() and not line.startswith(("W", "I"))]
+
+
+@pytest.mark.parametrize("args, status, message", [
+    ([f"--config={WEATHER}:smoke", "--config.model.cell=lstmm"], 2, "cell kind: expected one of"),
+    ([f"--config={TOY}:smoke", "--config.train.steps=-5"], 2,
+     "train.steps: expected an integer >= 1, got -5"),
+    ([f"--config={TOY}:smoke", "--config.task=test_launch:MissingPackageTask"], 3,
+     "the Python package 'vega_datasets' is not installed (pip install 'seqjax[data]')"),
+])
+def test_bad_values_and_missing_packages_are_one_line_before_the_workdir(tmp_path, args, status, message):
+    workdir = tmp_path / "run"
+    out = run_launch(*args, f"--workdir={workdir}", timeout=120)
+    assert out.returncode == status, out.stderr[-3000:]
+    assert len(error_lines(out)) == 1 and message in error_lines(out)[0], out.stderr
+    assert "Traceback" not in out.stderr and not workdir.exists()
+
+
+def test_unusable_workdir_is_an_environment_error(tmp_path):
+    # Tests run as root here, for whom no directory is read-only (os.access and writes succeed through
+    # chmod), so the unwritable workdir is one under a file: it can be neither created nor written.
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    out = run_launch(f"--config={TOY}:smoke", f"--workdir={afile / 'run'}", timeout=120)
+    assert out.returncode == preflight.ENVIRONMENT == 3, out.stderr[-3000:]
+    assert len(error_lines(out)) == 1 and "is a file" in error_lines(out)[0], out.stderr
+    with pytest.raises(preflight.RunError, match="is a file, not a directory") as e:
+        preflight.check_workdir(str(afile))
+    assert e.value.status == 3
+
+
+def test_unwritable_workdir_is_refused(tmp_path, monkeypatch):
+    # What a non-root user meets in a read-only directory, as os.access reports it.
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    with pytest.raises(preflight.RunError, match="is not writable by this user") as e:
+        preflight.check_workdir(str(tmp_path / "run"))
+    assert e.value.status == 3
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"train.parallel": "foo"}, "train.parallel: expected one of 'mesh', 'pmap', 'none', got 'foo'"),
+    ({"train.batch_size": 0}, "train.batch_size: expected an integer >= 1, got 0"),
+    ({"train.batch_size": 6}, "not divisible by devices (4)"),
+    ({"train.batch_size": 128}, "exceeds the 64 rows of split"),
+    ({"train.steps": 20, "optim.warmup_steps": 50}, "optim.warmup_steps: expected 0 <= warmup_steps <= "
+                                                     "train.steps=20, got 50"),
+    ({"train.length_buckets": 2}, "declares no padded_lengths"),
+    ({"train.keep_checkpoints": 0}, "train.keep_checkpoints: expected an integer >= 1, got 0"),
+    ({"train.init_from": "/nonexistent/run"}, "no checkpoint found at '/nonexistent/run'"),
+    ({"model.hidden_size": -3}, "config.model_name='experiments.toy_smoke:ToyModel'"),
+])
+def test_config_checks_name_the_key_before_the_workdir(tmp_path, overrides, message):
+    # The checks launch.py makes (seqjax.preflight.check_run), in-process: one line each, nothing written.
+    with pytest.raises(preflight.RunError) as e:
+        preflight.check_run(toy_config(**overrides), str(tmp_path / "run"))
+    assert message in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_disk_full_is_one_line_with_its_own_status(tmp_path):
+    out = run_launch(f"--config={TOY}:smoke", f"--workdir={tmp_path}",
+                     "--config.task=test_launch:FullDiskTask", "--config.train.checkpoint_every=2")
+    assert out.returncode == preflight.DISK_FULL == 4, out.stderr[-3000:]
+    assert len(error_lines(out)) == 1, out.stderr
+    assert "disk full: no space left on the disk of" in error_lines(out)[0] and str(tmp_path) in out.stderr
+    assert "Traceback" not in out.stderr and "Event loop is closed" not in out.stderr
+
+
+def start_run(workdir, *args) -> subprocess.Popen:
+    return subprocess.Popen(launch_cmd(f"--config={TOY}:smoke", f"--workdir={workdir}", *args), cwd=ROOT,
+                            env=launch_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def signal_when(proc, path, sig):
+    deadline = time.time() + 120
+    while not os.path.exists(path):
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.time() < deadline, f"{path} did not appear"
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    return proc.communicate(timeout=120)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_during_final_evaluation_stops_it_with_a_summary(tmp_path, sig):
+    proc = start_run(tmp_path, "--config.task=test_launch:SlowEvaluateTask")
+    out, err = signal_when(proc, tmp_path / "evaluating", sig)
+    assert proc.returncode == 0, err[-3000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    summary = json.load(open(tmp_path / "summary.json"))
+    assert summary["status"] == "interrupted" and summary["steps"] == 8
+    assert summary["interruption"] == {"signal": sig.name, "phase": "final evaluation"}
+    assert "val_loss" in summary["final"] and "test_mse" not in summary["final"]  # val done, report cut
+    assert os.listdir(tmp_path / "checkpoints").count("8") == 1
+
+
+def test_signal_during_the_last_save_is_answered_after_it(tmp_path):
+    proc = start_run(tmp_path, "--config.task=test_launch:SlowSaveTask", "--config.train.checkpoint_every=0")
+    out, err = signal_when(proc, tmp_path / "saving", signal.SIGTERM)
+    assert proc.returncode == 0, err[-3000:]
+    summary = json.load(open(tmp_path / "summary.json"))
+    assert summary["status"] == "interrupted" and summary["steps"] == 8 and summary["final"] == {}
+    assert summary["interruption"] == {"signal": "SIGTERM", "phase": "final save"}
+    assert "received SIGTERM during the final save" in out
+    assert [d for d in os.listdir(tmp_path / "checkpoints") if d.isdigit()] == ["8"]
 
 
 def test_run_writes_summary_and_overrides_apply(tmp_path):
@@ -71,3 +241,12 @@ def test_sweep_runs_grid_and_writes_tables(tmp_path):
         assert float(r["val_loss"]) == pytest.approx(summary["final"]["val_loss"])
     md = open(tmp_path / "results.md").read().splitlines()
     assert md[0].startswith("| model.hidden_size |") and len(md) == 4
+
+
+def test_several_processes_refuse_parallel_none(tmp_path, monkeypatch):
+    import jax
+
+    monkeypatch.setattr(jax, "process_count", lambda: 2)  # as in a 2-process run (see test_multiprocess.py)
+    with pytest.raises(preflight.RunError, match="'none' runs on one device, but this run has"):
+        preflight.check_run(toy_config(**{"train.parallel": "none"}), str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()

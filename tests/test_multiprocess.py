@@ -1,6 +1,10 @@
-"""A real 2-process run on 127.0.0.1 (2 processes x 2 CPU devices) matches the single-process 4-device run."""
+"""Real 2-process runs on 127.0.0.1 (2 processes x 2 CPU devices): they match the single-process 4-device run,
+a signal to one process stops both at one step, and a killed process does not leave the other hanging."""
+import json
 import os
+import signal
 import subprocess
+import time
 
 import numpy as np
 from helpers_train import ROOT, TOY, final_params, free_port, launch_cmd, launch_env, toy_config
@@ -39,3 +43,64 @@ def test_two_processes_match_one_process(tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+# A run that would take hours, logging (process 0 into metrics.jsonl) every 5 steps.
+LONG = {"train.steps": 1000000, "train.log_every": 5, "train.checkpoint_every": 0, "train.plots": False}
+
+
+def start_pair(workdir: str, config_overrides: dict) -> list[subprocess.Popen]:
+    port = free_port()
+    args = [f"--config={TOY}:smoke", f"--workdir={workdir}",
+            *(f"--config.{k}={v}" for k, v in config_overrides.items()),
+            f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2"]
+    return [subprocess.Popen(launch_cmd(*args, f"--process_id={i}"), cwd=ROOT, env=launch_env(devices=2),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+
+
+def wait_for_training(procs, workdir: str) -> None:
+    metrics = os.path.join(workdir, "metrics.jsonl")
+    deadline = time.time() + 150
+    while not (os.path.exists(metrics) and os.path.getsize(metrics) > 0):
+        assert all(p.poll() is None for p in procs), [p.communicate()[0][-3000:] for p in procs]
+        assert time.time() < deadline, "training did not start"
+        time.sleep(0.1)
+
+
+def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path):
+    workdir = str(tmp_path)
+    procs = start_pair(workdir, LONG)
+    try:
+        wait_for_training(procs, workdir)
+        procs[1].send_signal(signal.SIGTERM)  # process 0, which writes the run's files, gets none
+        outs = [p.communicate(timeout=120)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, out in zip(procs, outs, strict=True):
+        assert p.returncode == 0, out[-3000:]
+    summary = json.load(open(os.path.join(workdir, "summary.json")))
+    step = summary["steps"]
+    assert summary["status"] == "interrupted" and 0 < step < LONG["train.steps"]
+    assert summary["interruption"] == {"signal": "peer", "phase": "training"}
+    assert f"process 1 received SIGTERM at step {step}: saving" in outs[1]
+    assert f"process 0: a peer received a signal at step {step}: saving" in outs[0]
+    assert f"done: interrupted at step {step}" in outs[0]
+    assert sorted(d for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit()) == [str(step)]
+
+
+def test_killed_process_ends_its_peer_within_a_bounded_time(tmp_path):
+    workdir = str(tmp_path)
+    procs = start_pair(workdir, LONG)
+    try:
+        wait_for_training(procs, workdir)
+        procs[1].kill()
+        # Bounded: jax reports process 1 lost after parallel.HEARTBEAT_TIMEOUT_S (15 s) without heartbeats.
+        out = procs[0].communicate(timeout=60)[0]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert procs[0].returncode not in (0, None), out[-3000:]
+    assert "another task died" in out, out[-3000:]

@@ -2,13 +2,14 @@
 import importlib.util
 import json
 import pathlib
+import shutil
 
 import helpers_train  # noqa: F401  (repository root on sys.path, persistent compilation cache)
 import matplotlib.image
 import numpy as np
 import pytest
 
-from seqjax import sample, task, train, viz
+from seqjax import checkpoint, sample, task, train, viz
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -128,3 +129,37 @@ def test_main_depends_only_on_its_arguments(program, first, second, message, tmp
         assert message in capsys.readouterr().err
     finally:
         program.FLAGS.unparse_flags()  # leave the module's flags at their defaults for the other tests
+
+
+def damage(step_dir: pathlib.Path, how: str) -> None:
+    if how == "truncated":  # every data file of the state cut to 10 bytes, as by a full disk or a lost copy
+        for f in (step_dir / "state").rglob("*"):
+            if f.is_file() and f.parent.name == "d":
+                with open(f, "r+b") as fh:
+                    fh.truncate(10)
+    else:  # the state's metadata lost
+        (step_dir / "state" / "_METADATA").unlink()
+
+
+@pytest.mark.parametrize("how", ["truncated", "no_metadata"])
+def test_damaged_checkpoint_is_one_line_for_every_reader(char_run, tmp_path, capfd, how):
+    run = tmp_path / "run"
+    shutil.copytree(char_run, run)
+    step_dir = max((d for d in (run / "checkpoints").iterdir() if d.name.isdigit()),
+                   key=lambda d: int(d.name))
+    damage(step_dir, how)
+    capfd.readouterr()
+    # python -m seqjax.sample (viz reads through the same load_run)
+    assert sample.main([f"--workdir={run}", "--prompt=KING", "--length=5"]) == 2
+    err = [line for line in capfd.readouterr().err.splitlines() if line.startswith("python -m seqjax.sample")]
+    assert len(err) == 1 and f"damaged checkpoint {step_dir}" in err[0]
+    # train.init_from reads it with checkpoint.load_params; launch.py reports CheckpointError in one line
+    with pytest.raises(checkpoint.CheckpointError, match=f"damaged checkpoint {step_dir}") as e:
+        checkpoint.load_params(str(run), {})
+    assert "\n" not in str(e.value)
+
+
+def test_reading_a_checkpoint_prints_no_orbax_metadata_warning(char_run, capfd):
+    capfd.readouterr()
+    assert sample.main([f"--workdir={char_run}", "--prompt=KING", "--temperature=0", "--length=3"]) == 0
+    assert "Metadata file does not exist" not in capfd.readouterr().err
