@@ -233,8 +233,9 @@ def main(argv):
         parallel.initialize_distributed(d.coordinator_address, d.num_processes, d.process_id)
     except ValueError as e:
         fail(str(e))
-    from seqjax.checkpoint import CheckpointError, WorkdirError
+    from seqjax.checkpoint import CheckpointError
     from seqjax.train import NonFiniteLossError, train_and_evaluate
+    from seqjax.workdir import WorkdirError
 
     allow = tuple(FLAGS.allow_config_change)
     try:
@@ -271,7 +272,7 @@ def main(argv):
         fail(str(e), e.status)
     except NonFiniteLossError as e:
         fail(str(e), status=1)
-    except (WorkdirError, CheckpointError) as e:
+    except WorkdirError as e:
         fail(str(e))
     except CheckpointError as e:
         fail(str(e), status=preflight.ENVIRONMENT)

@@ -24,6 +24,7 @@ from flax import nnx
 
 from seqjax import checkpoint as ckpt_lib
 from seqjax import metrics_io, optim, parallel, stopping
+from seqjax import workdir as workdir_lib
 from seqjax.data.iterators import ArrayIterator, eval_batches
 from seqjax.task import Task, build_model, build_task
 
@@ -289,14 +290,14 @@ def train_and_evaluate(config, workdir: str, experiment: str = "", allow_changes
     evaluation) saves the state and stops; "interruption" is then {"signal", "phase"} (else None). `task`: the
     task already built from `config` (launch.py builds it when it checks the config), or None.
     The workdir is locked for the run; resuming refuses a config that differs from the saved one in a key
-    that defines the run (all but checkpoint.FREE_CONFIG_KEYS), except for the keys in `allow_changes`.
+    that defines the run (all but workdir.FREE_CONFIG_KEYS), except for the keys in `allow_changes`.
     """
     workdir = os.path.abspath(workdir)
-    ckpt_lib.check_workdir_format(workdir)
+    workdir_lib.check_workdir_format(workdir)
     os.makedirs(workdir, exist_ok=True)
-    with ckpt_lib.WorkdirLock(workdir, enabled=jax.process_index() == 0):
+    with workdir_lib.WorkdirLock(workdir, enabled=jax.process_index() == 0):
         # Under the lock (no other run rewrites config.json meanwhile) and before anything is written.
-        changed = ckpt_lib.check_config(workdir, config.to_dict(), tuple(allow_changes))
+        changed = workdir_lib.check_config(workdir, config.to_dict(), tuple(allow_changes))
         return _run(config, workdir, experiment, changed, task)
 
 
@@ -332,7 +333,7 @@ def _run(config, workdir: str, experiment: str, changed: list[str], task: Task |
         log(f"resumed from checkpoint step {step0} in {checkpoints.directory}")
     if is_main:  # only once the checkpoints are known to fit this config
         metrics_io.truncate_after(writer.path, step0)  # rows of steps the restored state has not done
-        ckpt_lib.write_config(workdir, config.to_dict(), keep_old_as_step=step0 if changed else None)
+        workdir_lib.write_config(workdir, config.to_dict(), keep_old_as_step=step0 if changed else None)
     state = runner.place_state(host_state)
     del host_state  # the placed copy is the live one (and the train step donates it)
 

@@ -27,6 +27,7 @@ from helpers_train import (
 )
 
 from seqjax import checkpoint, metrics_io, optim, train
+from seqjax import workdir as workdir_lib
 from seqjax.task import build_task
 
 CONFIG = {"train.steps": 8, "train.checkpoint_every": 4, "model.output_dropout": 0.2}
@@ -166,8 +167,8 @@ def test_init_from_in_a_run(straight, tmp_path):
 def test_a_workdir_from_before_model_names_is_refused_untouched(tmp_path):
     """Checkpoints of the old parameter layout are declared incompatible, with a clear error, and left as
     they are (no checkpoint moved, no config rewritten)."""
-    from seqjax.checkpoint import WorkdirError
     from seqjax.train import train_and_evaluate
+    from seqjax.workdir import WorkdirError
 
     workdir = tmp_path / "old"
     (workdir / "checkpoints" / "4").mkdir(parents=True)
@@ -201,12 +202,13 @@ def test_resuming_with_another_config_is_refused_before_anything_changes(straigh
     for changes, shown in [({"model.hidden_size": 8}, "model.hidden_size 16 -> 8"),
                            ({"optim.lr": 0.5}, "optim.lr 0.01 -> 0.5"),  # keeps every shape
                            (other_run, r"data.T 4 -> 3, .*\(and 1 more\)")]:
-        with pytest.raises(checkpoint.WorkdirError, match=f"another config: {shown}.*--allow_config_change="):
+        with pytest.raises(workdir_lib.WorkdirError,
+                           match=f"another config: {shown}.*--allow_config_change="):
             train.train_and_evaluate(toy_config(**{**CONFIG, **changes}), workdir)
         assert snapshot(workdir) == before  # the lock taken for the check is gone again too
 
     # Allowed by name, a change of shapes still cannot restore: refused as another state, never as corrupt.
-    with pytest.raises(checkpoint.WorkdirError, match="checkpoint step 8 .* holds another state .*nothing "
+    with pytest.raises(workdir_lib.WorkdirError, match="checkpoint step 8 .* holds another state .*nothing "
                                                       "was moved"):
         train.train_and_evaluate(toy_config(**{**CONFIG, "model.hidden_size": 8}), workdir,
                                  allow_changes=("model.hidden_size",))
@@ -249,7 +251,7 @@ def test_the_checkpoint_named_after_a_nan_resumes_at_a_lower_lr(tmp_path):
     assert all(np.isfinite(v).all() for v in final_params(workdir).values())
 
     gentle = {**diverging, "optim.lr": 1e-3}
-    with pytest.raises(checkpoint.WorkdirError, match="optim.lr 3.0 -> 0.001"):
+    with pytest.raises(workdir_lib.WorkdirError, match="optim.lr 3.0 -> 0.001"):
         train.train_and_evaluate(toy_config(**gentle), workdir)
     summary = train.train_and_evaluate(toy_config(**gentle), workdir, allow_changes=("optim.lr",))
     assert summary["steps"] == 12
@@ -312,14 +314,14 @@ def test_a_second_run_in_a_locked_workdir_is_refused(tmp_path):
 def test_a_stale_lock_is_taken_over_and_every_exit_releases_the_lock(tmp_path, capsys):
     lock = tmp_path / ".lock"
     lock.write_text(json.dumps({"host": "another-host", "pid": os.getpid()}))
-    with pytest.raises(checkpoint.WorkdirError, match=f"in use by PID {os.getpid()} on another-host"):
+    with pytest.raises(workdir_lib.WorkdirError, match=f"in use by PID {os.getpid()} on another-host"):
         train.train_and_evaluate(toy_config(), str(tmp_path))  # another host's PID cannot be checked
     gone = subprocess.Popen([sys.executable, "-c", ""])
     gone.wait()
     lock.write_text(json.dumps({"host": socket.gethostname(), "pid": gone.pid}))
     assert train.train_and_evaluate(toy_config(**{"train.steps": 2}), str(tmp_path))["steps"] == 2
     assert "taking over the stale lock" in capsys.readouterr().out and not lock.exists()
-    with pytest.raises(checkpoint.WorkdirError, match="another config"):
+    with pytest.raises(workdir_lib.WorkdirError, match="another config"):
         train.train_and_evaluate(toy_config(**{"train.steps": 2, "seed": 1}), str(tmp_path))
     assert not lock.exists()
 

@@ -86,8 +86,8 @@ def alternatives(key: str, value):
 
 
 def changes_nothing(section: ml_collections.ConfigDict, key: str, build, base, same) -> str | None:
-    """None when some other value of `key` builds something `same` tells apart from `base`, or when every other
-    value is refused with an error; else a note of the values tried (an ignored key)."""
+    """None when some other value of `key` builds something `same` tells apart from `base`, or when every
+    other value is refused with an error; else a note of the values tried (an ignored key)."""
     tried, errors = [], []
     for value in [v for v in alternatives(key, section[key]) if v != section[key]]:
         changed = ml_collections.ConfigDict(section.to_dict())

@@ -21,8 +21,9 @@ LAYERS = [
     ("data", ["seqjax.data"]),
     ("nn", ["seqjax.nn"]),
     ("models", ["seqjax.models"]),
-    ("training", ["seqjax.optim", "seqjax.checkpoint", "seqjax.parallel", "seqjax.metrics_io",
-                  "seqjax.configs", "seqjax.task", "seqjax.tasks", "seqjax.train", "seqjax.cli"]),
+    ("training", ["seqjax.optim", "seqjax.checkpoint", "seqjax.workdir", "seqjax.parallel",
+                  "seqjax.metrics_io", "seqjax.configs", "seqjax.task", "seqjax.tasks", "seqjax.train",
+                  "seqjax.cli", "seqjax.preflight", "seqjax.stopping"]),
     ("tools", ["seqjax.sample", "seqjax.viz"]),
 ]
 # Lower layers that a layer may NOT import although they are lower: data loaders are plain NumPy.
