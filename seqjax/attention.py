@@ -2,7 +2,11 @@
 
 Masks follow seqjax.masks: bool, rank 4, broadcastable to [B, N, T, S], True = may attend. Scores of
 masked keys are set to the finite jnp.finfo(float32).min (no -inf, so no NaN), and the weights of masked keys
-are zeroed after the softmax, so a query whose keys are ALL masked outputs zeros (and gets all-zero weights).
+are zeroed after the softmax, so a query whose keys are ALL masked outputs zeros (and gets all-zero weights),
+on every implementation. A mask must be bool: a float or integer mask is an error on every path (PyTorch's
+additive float masks, 0 = attend / -inf = masked, would otherwise read inverted as booleans); pass such a
+mask as `bias`, which is added to the scaled scores. q, k and v must be floating point (checked, with the
+mask and bias, by `masks.check_attention_inputs`).
 
 Grouped-query attention: k and v carry M heads, M dividing the N query heads; query head n uses K/V head
 n // (N // M), i.e. consecutive query heads share a K/V head (the layout of jax.nn.dot_product_attention).
@@ -41,8 +45,9 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
 
     Args:
       q: [B, T, N, K] queries. k: [B, S, M, K] keys. v: [B, S, M, Kv] values; M divides N (grouped-query).
-      mask: bool broadcastable to [B, N, T, S] (rank 4), True = may attend.
-      bias: float broadcastable to [B, N, T, S] (rank 4), added to the scaled scores.
+      mask: bool broadcastable to [B, N, T, S] (rank 4), True = may attend; any other dtype is an error.
+      bias: float broadcastable to [B, N, T, S] (rank 4), added to the scaled scores (an additive 0 / -inf
+        mask goes here).
       causal: if True, query t may attend key s only when s <= t (top-left aligned, like jax.nn's is_causal);
         equivalent to ANDing `masks.causal_mask(T, S)` into `mask`, and cheaper on the blockwise path.
       dropout_rate, key: dropout on the attention weights, active iff `key` is given.
@@ -73,7 +78,8 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
     if implementation == "jax":
         if return_weights or (key is not None and dropout_rate > 0.0):
             raise ValueError("implementation='jax' supports neither return_weights nor dropout")
-        return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, is_causal=causal)
+        out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, is_causal=causal)
+        return _zero_unseen_rows(out, mask, causal, S)
 
     if causal:
         mask = masks_lib.combine_masks(mask, masks_lib.causal_mask(T, S))
@@ -85,6 +91,19 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
         out, weights = einsum_attention_with_vjp(qg, k, v, bias, mask, keep, causal=causal), None
     out = out.reshape(B, T, N, v.shape[3]).astype(q.dtype)  # [B, T, N, Kv]
     return (out, weights) if return_weights else out
+
+
+def _zero_unseen_rows(out: jax.Array, mask: jax.Array | None, causal: bool, S: int) -> jax.Array:
+    """out [B, T, N, Kv] of jax.nn.dot_product_attention with the query rows that see no key set to zeros.
+
+    jax.nn gives such a row the uniform softmax (the mean of V); the convention here is zeros. A select, so
+    the rows that do see a key keep their values bit for bit.
+    """
+    if mask is None:  # causal alone always leaves key 0 visible (top-left aligned)
+        return out
+    visible = masks_lib.combine_masks(mask, masks_lib.causal_mask(out.shape[1], S) if causal else None)
+    seen = jnp.any(visible, axis=-1)  # [B|1, N|1, T]
+    return jnp.where(seen.transpose(0, 2, 1)[..., None], out, jnp.zeros((), out.dtype))  # [B|1, T, N|1, 1]
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -47,8 +47,10 @@ def init_cache(B: int, S_max: int, M: int, K: int, dtype=jnp.float32) -> KVCache
 def cache_update(cache: KVCache, k_new: jax.Array, v_new: jax.Array) -> KVCache:
     """Write t new positions k_new, v_new [B, t, M, K] at cache.index and advance the index by t.
 
-    A step that would run past S_max raises when the index is concrete; under jit the index is a tracer and
-    the caller (a model's `generate`) must check the total length up front.
+    A step that would run past S_max raises when the index is concrete. Under jit the index is a tracer and
+    cannot raise (a model's `generate` checks the total length up front); there the t positions are written
+    as NaNs (at the clamped start S_max - t), so the queries that attend to them, and every later step, get
+    NaN logits instead of silently overwriting the end of the cache.
     """
     B, S_max, M, K = cache.k.shape
     if k_new.shape[0] != B or k_new.shape[2:] != (M, K) or v_new.shape != k_new.shape:
@@ -60,9 +62,14 @@ def cache_update(cache: KVCache, k_new: jax.Array, v_new: jax.Array) -> KVCache:
     if not isinstance(cache.index, jax.core.Tracer) and int(cache.index) + t > S_max:
         raise ValueError(f"cache: writing {t} positions at index {int(cache.index)} exceeds the cache length "
                          f"S_max = {S_max}")
+    k_new, v_new = k_new.astype(cache.k.dtype), v_new.astype(cache.v.dtype)
+    if isinstance(cache.index, jax.core.Tracer):
+        overflow = cache.index + t > S_max  # a select: in-range writes keep their values bit for bit
+        k_new = jnp.where(overflow, jnp.asarray(jnp.nan, k_new.dtype), k_new)
+        v_new = jnp.where(overflow, jnp.asarray(jnp.nan, v_new.dtype), v_new)
     start = (0, cache.index, 0, 0)
-    k = jax.lax.dynamic_update_slice(cache.k, k_new.astype(cache.k.dtype), start)
-    v = jax.lax.dynamic_update_slice(cache.v, v_new.astype(cache.v.dtype), start)
+    k = jax.lax.dynamic_update_slice(cache.k, k_new, start)
+    v = jax.lax.dynamic_update_slice(cache.v, v_new, start)
     return KVCache(k=k, v=v, index=cache.index + t)
 
 

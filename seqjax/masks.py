@@ -3,7 +3,22 @@ right-padded. Attention masks (causal, padding, cross, prefix-LM) are bool, rank
 [B, N, T, S], True = may attend; `combine_masks` ANDs them.
 
 Also the home of the batch input checks: lengths, padding masks, token ids, and the q/k/v/mask/bias shapes
-of attention (`check_attention_inputs`, the one check shared by `seqjax.attention` and the kernels).
+and dtypes of attention (`check_attention_inputs`, the one check shared by `seqjax.attention` and the
+kernels).
+
+Which checks hold where. Shapes and dtypes are static, so their checks raise at trace time, inside `jit` as
+outside. Value checks need concrete data: they raise on the host, and inside `jit` (where values are tracers
+and nothing can raise) the bad value is made loud instead, by NaNs that reach the loss or the logits:
+- token ids outside [0, V): `check_token_ids` raises when concrete; under jit `embedding.lookup` reads a row
+  of NaNs.
+- positions past a position table (`positional.add_positions` with an offset): raise when the offset is
+  concrete; under jit the rows past the table are NaN.
+- a KV-cache write past S_max (`decoding.cache_update`, the models' `decode`): raises when the index is
+  concrete; under jit the written keys/values are NaN, so the logits are.
+- lengths outside [0, T]: `check_lengths` raises when concrete. A bool mask cannot carry a NaN, so under jit
+  `lengths_to_mask` acts as if they were clamped to [0, T]; lengths are therefore validated on the host
+  before any jitted call: by the model call when outside jit, by `data.iterators` (the arrays it is told are
+  lengths, when the iterator is built), and by `generate` (GPT, EncoderDecoder) before its jitted loop.
 """
 from __future__ import annotations
 
@@ -13,7 +28,11 @@ import numpy as np
 
 
 def lengths_to_mask(lengths: jax.Array, T: int) -> jax.Array:
-    """bool[B, T]: mask[b, t] = t < lengths[b]."""
+    """bool[B, T]: mask[b, t] = t < lengths[b].
+
+    Unchecked: a length above T acts as T and a negative one as 0 (a bool mask has no NaN to be loud with),
+    so lengths are validated on the host (`check_lengths`, `valid_mask`; see the module docstring).
+    """
     if lengths.ndim != 1:
         raise ValueError(f"lengths: expected shape (B,), got {tuple(lengths.shape)}")
     return jnp.arange(T)[None, :] < lengths[:, None]
@@ -144,9 +163,10 @@ def check_attention_mask(mask, B: int, N: int, T: int, S: int, name: str = "mask
 def check_attention_inputs(q, k, v, mask=None, bias=None) -> tuple[int, int, int, int, int, int]:
     """Validate the inputs of an attention call; returns (B, T, N, K, S, M).
 
-    q [B, T, N, K], k [B, S, M, K], v [B, S, M, Kv] with M dividing N (grouped-query); mask and bias (if
-    given) rank 4 and broadcastable to [B, N, T, S]. The one check of these shapes for every attention path
-    (`attention.dot_product_attention`, `kernels.blockwise.blockwise_attention`).
+    q [B, T, N, K], k [B, S, M, K], v [B, S, M, Kv] floating point with M dividing N (grouped-query); mask
+    (bool) and bias (floating point), if given, rank 4 and broadcastable to [B, N, T, S]. The one check of
+    these shapes and dtypes for every attention path (`attention.dot_product_attention`,
+    `kernels.blockwise.blockwise_attention`).
     """
     if np.ndim(q) != 4 or np.ndim(k) != 4 or np.ndim(v) != 4:
         raise ValueError(f"q, k, v: expected rank-4 [B, T, N, K], [B, S, M, K], [B, S, M, Kv], got "
@@ -160,11 +180,27 @@ def check_attention_inputs(q, k, v, mask=None, bias=None) -> tuple[int, int, int
         raise ValueError(f"v: expected [B, S, M, Kv] = [{B}, {S}, {M}, Kv] like k, got {tuple(np.shape(v))}")
     if N % M != 0:
         raise ValueError(f"k: number of K/V heads M = {M} must divide the query heads N = {N}")
+    dtypes = [_dtype(x) for x in (q, k, v)]
+    if not all(jnp.issubdtype(d, jnp.floating) for d in dtypes):
+        # Integer scores would truncate (and the blockwise path's 1/sqrt(K) scale would cast to 0).
+        raise ValueError(f"q, k, v: expected floating-point arrays, got dtypes {', '.join(map(str, dtypes))}")
     if mask is not None:
         check_attention_mask(mask, B, N, T, S, "mask")
+        if _dtype(mask) != jnp.bool_:
+            # A float mask is ambiguous: PyTorch's additive 0 / -inf masks would read as True = 0 = masked.
+            raise ValueError(f"mask: expected a bool array (True = may attend), got dtype {_dtype(mask)}; "
+                             f"pass an additive float mask (0 / -inf) as bias= instead")
     if bias is not None:
         check_attention_mask(bias, B, N, T, S, "bias")
+        if not jnp.issubdtype(_dtype(bias), jnp.floating):
+            raise ValueError(f"bias: expected a floating-point array (added to the scores), got dtype "
+                             f"{_dtype(bias)}; pass a boolean mask as mask=")
     return B, T, N, K, S, M
+
+
+def _dtype(x) -> np.dtype:
+    """The dtype of an array, tracer or array-like, without copying a concrete array to the device."""
+    return x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
 
 
 def valid_mask(lengths, mask, B: int, T: int, name: str = "lengths"):

@@ -1,7 +1,8 @@
 """Positional encodings as pure functions: sinusoidal, learned tables, rotary (RoPE), 2-D sin-cos for patches.
 
 Tables are [T_max, D]; `add_positions` checks the sequence fits the table (JAX would otherwise clamp the
-gather silently inside jit).
+gather silently inside jit), and under jit, where a traced offset cannot be checked, positions past the table
+read rows of NaNs (as out-of-range token ids do in `seqjax.embedding`).
 """
 from __future__ import annotations
 
@@ -36,16 +37,23 @@ def check_length(T: int, T_max: int, name: str = "inputs") -> None:
 def add_positions(x: jax.Array, table: jax.Array, offset: int | jax.Array = 0) -> jax.Array:
     """x [B, T, D] + table[offset : offset + T] (offset may be traced, e.g. a KV-cache index).
 
-    The static check is T <= T_max; a concrete offset is also checked (T + offset <= T_max).
+    The static check is T <= T_max; a concrete offset is also checked (0 <= offset, T + offset <= T_max). A
+    traced offset cannot raise: the rows of positions outside [0, T_max) are NaN, so the result is loud.
     """
     if x.ndim != 3 or table.ndim != 2 or x.shape[-1] != table.shape[-1]:
         raise ValueError(f"x, table: expected [B, T, D] and [T_max, D], got {tuple(x.shape)}, "
                          f"{tuple(table.shape)}")
     T = x.shape[1]
     check_length(T, table.shape[0], "x")
+    T_max = table.shape[0]
     if not isinstance(offset, jax.core.Tracer):
-        check_length(T + int(offset), table.shape[0], "x (with offset)")
-    rows = jax.lax.dynamic_slice_in_dim(table, offset, T, axis=0)  # [T, D]
+        if int(offset) < 0:
+            raise ValueError(f"offset: positions start at 0, got offset {int(offset)}")
+        check_length(T + int(offset), T_max, "x (with offset)")
+    # A gather rather than dynamic_slice, which would clamp the start and silently reuse the last rows.
+    pos = offset + jnp.arange(T)  # [T]
+    pos = jnp.where(pos < 0, T_max, pos)  # negative positions would wrap around; send them out of range
+    rows = jnp.take(table, pos, axis=0, mode="fill", fill_value=jnp.nan)  # [T, D]
     return x + rows[None].astype(x.dtype)
 
 

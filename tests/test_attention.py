@@ -343,3 +343,52 @@ def test_causal_query_chunks_equal_the_whole_computation(monkeypatch, S_extra):
     causal = lambda q, k, v: attention.dot_product_attention(q, k, v, causal=True)
     jaxpr = str(jax.make_jaxpr(causal)(q, k, v))
     assert jaxpr.count("custom_vjp_call") == 4
+
+
+# Input dtypes and fully masked rows are handled the same way on every implementation.
+
+
+@pytest.mark.parametrize("impl", attention.IMPLEMENTATIONS)
+def test_non_bool_mask_is_rejected_on_every_path_and_works_as_bias(impl):
+    """An additive float mask (0 = attend, -inf = masked, PyTorch's convention) would read inverted as a bool
+    mask; every path refuses it and names `bias=`, where it gives the bool mask's result."""
+    q, k, v = _qkv(jax.random.key(30), T=3, S=4, N=2, M=2, K=4)
+    keep = masks.lengths_to_attention_mask(jnp.array([4, 2]), 4)  # [B, 1, 1, S] bool
+    additive = jnp.where(keep, 0.0, -jnp.inf)
+    for bad in (additive, keep.astype(jnp.int32)):
+        with pytest.raises(ValueError, match=r"mask: expected a bool array .* pass an additive float mask "
+                                             r"\(0 / -inf\) as bias="):
+            attention.dot_product_attention(q, k, v, bad, implementation=impl)
+    with pytest.raises(ValueError, match="bias: expected a floating-point array"):
+        attention.dot_product_attention(q, k, v, bias=keep, implementation=impl)
+    want = attention.dot_product_attention(q, k, v, keep, implementation="xla")
+    got = attention.dot_product_attention(q, k, v, bias=additive, implementation=impl)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
+
+
+@pytest.mark.parametrize("impl", attention.IMPLEMENTATIONS)
+def test_integer_q_k_v_are_rejected_on_every_path(impl):
+    q, k, v = (jnp.ones((1, 2, 2, 4), jnp.int32) for _ in range(3))
+    with pytest.raises(ValueError, match="q, k, v: expected floating-point arrays, got dtypes int32"):
+        attention.dot_product_attention(q, k, v, implementation=impl)
+    with pytest.raises(ValueError, match="got dtypes float32, float32, int32"):
+        attention.dot_product_attention(q.astype(jnp.float32), k.astype(jnp.float32), v, implementation=impl)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_jax_path_outputs_zeros_for_fully_masked_rows_like_xla(causal):
+    """jax.nn gives a query that sees no key the mean of V; the convention (and the "xla" path) is zeros."""
+    q, k, v = _qkv(jax.random.key(31), T=3, S=4, N=2, M=1, K=4)
+    mask = jnp.ones((2, 2, 3, 4), bool).at[0, 1, 2].set(False)  # batch 0, head 1, query 2 sees nothing
+    mask = mask.at[1, :, 0, 0].set(False)  # with causal, query 0 of batch 1 (which sees only key 0) too
+    got = attention.dot_product_attention(q, k, v, mask, causal=causal, implementation="jax")
+    want = attention.dot_product_attention(q, k, v, mask, causal=causal, implementation="xla")
+    np.testing.assert_array_equal(np.asarray(got)[0, 2, 1], 0.0)
+    if causal:
+        np.testing.assert_array_equal(np.asarray(got)[1, 0], 0.0)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
+    # Rows that see a key are untouched: without the empty rows, the plain jax.nn result.
+    ref = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal)
+    seen = np.asarray(jnp.any(masks.combine_masks(mask, masks.causal_mask(3, 4) if causal else None), -1))
+    np.testing.assert_array_equal(np.where(seen.transpose(0, 2, 1)[..., None], np.asarray(ref), 0.0),
+                                  np.asarray(got))

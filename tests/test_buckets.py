@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from seqjax.data.iterators import ArrayIterator
+from seqjax.data.iterators import ArrayIterator, eval_batches
 
 LENGTHS = {"src": "src_lengths", "tgt": "tgt_lengths"}
 
@@ -112,3 +112,22 @@ def test_trainer_runs_g2p_with_length_buckets(tmp_path):
     toy.train.length_buckets = 2
     with pytest.raises(ValueError, match="declares no padded_lengths"):
         train.train_and_evaluate(toy, str(tmp_path / "toy"))
+
+
+@pytest.mark.parametrize("bad_length", [8, -1])  # the width of tgt_in is 7
+def test_bad_lengths_in_a_task_split_are_rejected_when_the_loader_is_built(bad_length):
+    """Inside the jitted step a length above T would act as T and a negative one as 0; the loaders check the
+    lengths the task declares (`padded_lengths`) on the host, with or without bucketing."""
+    from seqjax.tasks.g2p import G2PTask
+
+    split = padded_split()
+    split = {"src": split["src"], "src_lengths": split["src_lengths"], "tgt_in": split["tgt"],
+             "tgt_out": split["tgt"], "tgt_lengths": split["tgt_lengths"]}
+    ArrayIterator(split, 4, lengths=G2PTask.padded_lengths)  # the good split is accepted
+    bad = dict(split, tgt_lengths=split["tgt_lengths"].copy())
+    bad["tgt_lengths"][3] = bad_length
+    match = r"train: 'tgt_lengths' has values in \[-?\d, \d\], outside \[0, 7\] \(the width of 'tgt_in'\)"
+    with pytest.raises(ValueError, match=match):
+        ArrayIterator(bad, 4, lengths=G2PTask.padded_lengths)
+    with pytest.raises(ValueError, match=match.replace("train", "val")):
+        eval_batches(bad, 4, lengths=G2PTask.padded_lengths)  # at the call, before any batch is drawn

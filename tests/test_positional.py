@@ -39,6 +39,20 @@ def test_sequence_longer_than_table_raises():
         positional.add_positions(jnp.zeros((1, 3, 2)), table, offset=2)
     with pytest.raises(ValueError, match="even"):
         positional.sinusoidal_table(4, 3)
+    with pytest.raises(ValueError, match="offset: positions start at 0, got offset -1"):
+        positional.add_positions(jnp.zeros((1, 3, 2)), table, offset=-1)
+
+
+def test_traced_offset_past_the_table_reads_nan_rows():
+    """Under jit the offset cannot be checked; positions outside the table are NaN rows, not clamped ones."""
+    table = jnp.arange(8.0).reshape(4, 2)
+    x = jnp.ones((2, 3, 2))
+    add = jax.jit(positional.add_positions)
+    for offset, rows in [(1, [1, 2, 3]), (2, [2, 3, None]), (3, [3, None, None]), (-1, [None, 0, 1])]:
+        got = np.asarray(add(x, table, jnp.int32(offset)))
+        for t, r in enumerate(rows):
+            want = np.full(2, np.nan) if r is None else 1.0 + np.asarray(table)[r]
+            np.testing.assert_array_equal(got[:, t], np.broadcast_to(want, (2, 2)))
 
 
 def test_rotary_matches_pairwise_rotation_loop():

@@ -476,3 +476,60 @@ def test_bad_inputs_raise():
         enc(TOKENS, jnp.array([6, 2]), mask=jnp.ones((2, 6), bool))
     with pytest.raises(ValueError, match=r"src_lengths: every length must lie in \[0, T\]"):
         _s2s().generate(TOKENS % 7, jnp.array([7, 2]), max_new_tokens=2)
+
+
+# --------------------------------------------------------------------------------------------------------
+# bad values under jit, where checks cannot raise: the result is NaN instead of silently wrong
+# --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad_id", [-1, V])
+def test_out_of_range_token_under_jit_gives_nan_logits(bad_id):
+    model = _lm()
+    normal = np.asarray(fwd(model, TOKENS))
+    got = np.asarray(fwd(model, TOKENS.at[0, 2].set(bad_id)))  # fwd is jitted: the id cannot be checked
+    assert np.isnan(got[0, 2:]).all()  # the bad position and every later one that attends to it
+    np.testing.assert_allclose(got[1], normal[1], atol=1e-6)  # the other sequence is untouched
+
+
+def test_decode_past_the_cache_under_jit_gives_nan_logits():
+    """Eagerly this raises (test_bad_inputs_raise); under jit the cache index is traced, and a write past
+    S_max would otherwise be clamped onto the last cached positions with finite logits. The shapes are those
+    of the cached-decoding tests above (compiled once); rotary positions have no table to run past, so the
+    GPT's NaNs come from the cache alone."""
+    lm = _lm(positions="rope", num_kv_heads=2, tie_embeddings=False)
+    s2s = _s2s(num_kv_heads=2)
+    memory, valid = jax.random.normal(jax.random.key(0), (2, 6, D)), jnp.ones((2, 6), bool)
+    for model, decode, extra, prefill in ((lm, lm_decode, (), 3), (s2s, s2s_decode, (memory, valid), 2)):
+        _, cache = decode(model, TOKENS[:, :prefill], *extra, model.init_cache(2, 8))
+        for t in range(prefill, 8):  # up to index 8 = S_max: every write fits
+            logits, cache = decode(model, TOKENS[:, t % 6:t % 6 + 1], *extra, cache)
+            assert np.isfinite(np.asarray(logits)).all()
+        for _ in range(2):  # index 8 + 1 > S_max, and it stays loud
+            logits, cache = decode(model, TOKENS[:, :1], *extra, cache)
+            assert np.isnan(np.asarray(logits)).all()
+
+
+def test_generate_validates_on_the_host_before_the_jitted_loop(monkeypatch):
+    from seqjax.models import encoder_decoder, gpt
+
+    def never(*args, **kwargs):
+        raise AssertionError("the jitted generate was reached with bad input")
+
+    monkeypatch.setattr(gpt, "_generate", never)
+    monkeypatch.setattr(encoder_decoder, "_generate", never)
+    model, s2s = _lm(), _s2s()
+    for bad in (-1, V):
+        with pytest.raises(ValueError, match=r"prompt: token ids must lie in \[0, V\) = \[0, 11\)"):
+            model.generate(TOKENS.at[1, 1].set(bad), 2)
+    with pytest.raises(ValueError, match="prompt \\+ max_new_tokens - 1: sequence length T = 9"):
+        model.generate(TOKENS, 4)
+    with pytest.raises(ValueError, match=r"src: token ids must lie in \[0, V\) = \[0, 7\)"):
+        s2s.generate(TOKENS, max_new_tokens=2)
+    for lengths in ([7, 2], [-1, 2]):
+        with pytest.raises(ValueError, match=r"src_lengths: every length must lie in \[0, T\] = \[0, 6\]"):
+            s2s.generate(TOKENS % 7, jnp.array(lengths), max_new_tokens=2)
+    with pytest.raises(ValueError, match="src_lengths: expected shape"):
+        s2s.generate(TOKENS % 7, jnp.array([6]), max_new_tokens=2)
+    with pytest.raises(ValueError, match="max_new_tokens: sequence length T = 9 exceeds"):
+        s2s.generate(TOKENS % 7, max_new_tokens=9)

@@ -16,13 +16,35 @@ from __future__ import annotations
 import numpy as np
 
 
-def _check_split(arrays: dict[str, np.ndarray], name: str) -> int:
+def _check_split(arrays: dict[str, np.ndarray], name: str, lengths: dict[str, str] | None = None) -> int:
+    """N, the common leading size of the split's arrays, after checking them and the lengths they declare."""
     if not arrays:
         raise ValueError(f"{name}: empty dict of arrays")
     sizes = {k: np.shape(v)[0] if np.ndim(v) else None for k, v in arrays.items()}
     if len(set(sizes.values())) != 1 or None in sizes.values():
         raise ValueError(f"{name}: arrays need a common leading N, got leading sizes {sizes}")
+    check_split_lengths(arrays, lengths or {}, name)
     return next(iter(sizes.values()))
+
+
+def check_split_lengths(arrays: dict[str, np.ndarray], lengths: dict[str, str], name: str) -> None:
+    """Each lengths array named in `lengths` ({padded array: its lengths array}) is int[N] with values in
+    [0, width of the padded array].
+
+    Checked here, on the host, because the batches go into jitted steps, where a length above the width would
+    act as the width and a negative one as 0 without a word (masks.lengths_to_mask cannot fail loudly).
+    """
+    for key, length_key in lengths.items():
+        for k in (key, length_key):
+            if k not in arrays:
+                raise ValueError(f"{name}: `lengths` names array {k!r}, not among {sorted(arrays)}")
+        x, n = np.asarray(arrays[key]), np.asarray(arrays[length_key])
+        if x.ndim < 2 or n.ndim != 1 or not np.issubdtype(n.dtype, np.integer):
+            raise ValueError(f"{name}: lengths need {key!r} of rank >= 2 padded along axis 1 and "
+                             f"{length_key!r} int[N]; got shapes {x.shape}, {n.shape} ({n.dtype})")
+        if n.size and (n.min() < 0 or n.max() > x.shape[1]):
+            raise ValueError(f"{name}: {length_key!r} has values in [{n.min()}, {n.max()}], outside "
+                             f"[0, {x.shape[1]}] (the width of {key!r})")
 
 
 class ArrayIterator:
@@ -31,9 +53,10 @@ class ArrayIterator:
     Epochs: the rows that do not fill a whole batch at the end of a permutation are dropped for that epoch
     (a different tail each epoch). `shuffle=False` walks the rows in order.
 
-    Bucketing: `lengths` maps each array padded along axis 1 to the name of its int[N] lengths array, e.g.
-    {"src": "src_lengths", "tgt_in": "tgt_lengths"}. With `num_buckets > 1` a row's bucket is fixed by its
-    total length (the sum of its distinct lengths arrays; boundaries at the quantiles over the split). An
+    `lengths` maps each array padded along axis 1 to the name of its int[N] lengths array, e.g.
+    {"src": "src_lengths", "tgt_in": "tgt_lengths"}; they are checked (`check_split_lengths`) when the
+    iterator is built, whatever `num_buckets`. Bucketing: with `num_buckets > 1` a row's bucket is fixed by
+    its total length (the sum of its distinct lengths arrays; boundaries at the quantiles over the split). An
     epoch shuffles the rows, groups them by bucket, cuts each bucket into whole batches (dropping that
     bucket's tail) and shuffles the batches; each batch's padded arrays are cut to its bucket's width.
     `num_buckets=1` is the plain iterator above.
@@ -42,7 +65,7 @@ class ArrayIterator:
     def __init__(self, arrays: dict[str, np.ndarray], batch_size: int, seed: int = 0, shuffle: bool = True,
                  process_index: int = 0, process_count: int = 1, name: str = "train",
                  lengths: dict[str, str] | None = None, num_buckets: int = 1):
-        self.n = _check_split(arrays, name)
+        self.n = _check_split(arrays, name, lengths)
         if batch_size <= 0 or batch_size % process_count:
             raise ValueError(f"batch_size: expected a positive multiple of process_count={process_count}, "
                              f"got {batch_size}")
@@ -66,17 +89,6 @@ class ArrayIterator:
         if not lengths:
             raise ValueError(f"{name}: num_buckets={self.num_buckets} needs `lengths` naming the padded "
                              "arrays and their lengths arrays")
-        for key, length_key in lengths.items():
-            for k in (key, length_key):
-                if k not in self.arrays:
-                    raise ValueError(f"{name}: bucketing names array {k!r}, not among {sorted(self.arrays)}")
-            x, n = self.arrays[key], self.arrays[length_key]
-            if x.ndim < 2 or n.ndim != 1 or not np.issubdtype(n.dtype, np.integer):
-                raise ValueError(f"{name}: bucketing needs {key!r} of rank >= 2 padded along axis 1 and "
-                                 f"{length_key!r} int[N]; got shapes {x.shape}, {n.shape} ({n.dtype})")
-            if n.min() < 0 or n.max() > x.shape[1]:
-                raise ValueError(f"{name}: {length_key!r} has values in [{n.min()}, {n.max()}], outside "
-                                 f"[0, {x.shape[1]}] (the width of {key!r})")
         total = sum(self.arrays[k].astype(np.int64) for k in dict.fromkeys(lengths.values()))
         edges = np.quantile(total, np.arange(1, self.num_buckets) / self.num_buckets)
         # Bucket b holds the rows with edges[b-1] < total <= edges[b].
@@ -131,16 +143,22 @@ class ArrayIterator:
 
 
 def eval_batches(arrays: dict[str, np.ndarray], batch_size: int, num_batches: int = 0, process_index: int = 0,
-                 process_count: int = 1, name: str = "val"):
+                 process_count: int = 1, name: str = "val", lengths: dict[str, str] | None = None):
     """Yield this process's slices of fixed global evaluation batches, in order.
 
     `num_batches=0` covers the split once; the last batch is completed by wrapping around to the first rows
-    (so those few rows count twice in a batch-averaged metric; a fixed batch shape compiles once).
+    (so those few rows count twice in a batch-averaged metric; a fixed batch shape compiles once). `lengths`
+    as for `ArrayIterator`: checked at the call.
     """
-    n = _check_split(arrays, name)
+    n = _check_split(arrays, name, lengths)
     if batch_size <= 0 or batch_size % process_count:
         raise ValueError(f"batch_size: expected a positive multiple of process_count={process_count}, "
                          f"got {batch_size}")
+    # The checks above run at the call; the batches come from a generator.
+    return _eval_batches(arrays, n, batch_size, num_batches, process_index, process_count)
+
+
+def _eval_batches(arrays, n, batch_size, num_batches, process_index, process_count):
     total = num_batches or -(-n // batch_size)
     per = batch_size // process_count
     for b in range(total):

@@ -323,8 +323,9 @@ def blockwise_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Arra
 
     Args:
       q: [B, T, N, K] queries. k: [B, S, M, K] keys. v: [B, S, M, Kv] values; M divides N (grouped-query).
-      mask: bool broadcastable to [B, N, T, S] (rank 4), True = may attend. A query with no visible key
-        outputs zeros. A full [B, N, T, S] mask is itself quadratic: prefer `causal` and [B, 1, 1, S] masks.
+      mask: bool broadcastable to [B, N, T, S] (rank 4), True = may attend (other dtypes are an error: an
+        additive float mask goes in `bias`). A query with no visible key outputs zeros. A full [B, N, T, S]
+        mask is itself quadratic: prefer `causal` and [B, 1, 1, S] masks.
       bias: float broadcastable to [B, N, T, S] (rank 4), added to the scaled scores; differentiable.
       causal: query t sees key s only when s <= t (top-left aligned); blocks above the diagonal are skipped.
       scale: score scale, default 1 / sqrt(K).
@@ -340,8 +341,6 @@ def blockwise_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Arra
     B, T, N, K, S, M = masks_lib.check_attention_inputs(q, k, v, mask, bias)
     if T == 0 or S == 0:  # the block schedule would be empty and the padded shapes zero-sized
         raise ValueError(f"q, k: need T > 0 and S > 0, got q {tuple(q.shape)}, k {tuple(k.shape)}")
-    if mask is not None and mask.dtype != jnp.bool_:  # it is ANDed with the block's causal visibility
-        raise ValueError(f"mask: expected a bool array, got dtype {mask.dtype}")
     dropout_lib.check_rate(dropout_rate, "dropout_rate")
     bq = _pick_block(T, q_block, "q_block")
     bk = _pick_block(S, kv_block, "kv_block")
