@@ -25,7 +25,7 @@ from flax import nnx
 from seqjax import checkpoint as ckpt_lib
 from seqjax import metrics_io, optim, parallel, stopping
 from seqjax import workdir as workdir_lib
-from seqjax.data.iterators import ArrayIterator, eval_batches
+from seqjax.data.iterators import ArrayIterator, check_split_lengths, eval_batches
 from seqjax.task import Task, build_model, build_task
 
 # Losses stay on the device until a log line or a save needs them: reading each one at once would make every
@@ -314,6 +314,8 @@ def _run(config, workdir: str, experiment: str, changed: list[str], task: Task |
         raise ValueError(f"task {config.task!r}: data() returned splits {sorted(splits)}, needs 'train'")
     train_iter = _train_iterator(config, task, splits["train"])
     val = splits.get("val")
+    if val is not None and getattr(task, "padded_lengths", None):  # the train split: by its iterator
+        check_split_lengths(val, task.padded_lengths, "val")
 
     tx, schedule = optim.make_optimizer(config.optim, t.steps)
     log("initialising the model and optimiser state ...")
