@@ -270,7 +270,8 @@ def _final_evaluation(stop: stopping.StopSignals, runner: parallel.Runner, state
         if stop.agree_now():
             return final
         with stop.interruptible("final evaluation"):
-            model = nnx.merge(graphdef, *jax.device_get((state.params, state.rest)))
+            one = runner.one_copy(state)  # pmap holds one copy per device
+            model = nnx.merge(graphdef, *jax.device_get((one.params, one.rest)))
             final.update({k: float(v) for k, v in task.evaluate(model, splits, workdir).items()})
     except stopping.Interrupted:
         stop.stopped = True
