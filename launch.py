@@ -1,9 +1,17 @@
 """Run an experiment, list experiments, or run a sweep.
 
     python launch.py --config=experiments/<name>.py[:variant] --workdir=DIR [--config.optim.lr=3e-4 ...]
-    python launch.py --list
+    python launch.py --list                                  # experiments and their variants
+    python launch.py --config=experiments/<name>.py[:variant] [--config.a.b=...] --show_config
     python launch.py --config=... --workdir=DIR --sweep='optim.lr=1e-3,3e-3;model.hidden=8,16'
     (add --sweep_launch to print one command per grid point instead of running them)
+
+--show_config prints the resolved config (the variant and every --config.* override applied), each field
+with its meaning, and exits; it needs no workdir and loads no data.
+A completed run ends with its task's headline figures (units, which way is better, baselines) and
+`done: completed at step N (wall Xs)`; workdir/summary.json holds every metric ("final") and the headline.
+A sweep writes results.csv (every metric of every point) and results.md (the swept keys, steps, status and
+the headline metrics).
 
 A workdir holds one run: resuming it with another config is refused unless --allow_config_change=KEY[,KEY]
 names the keys that differ (see seqjax/checkpoint.py).
@@ -40,7 +48,10 @@ EXPERIMENTS = os.path.join(ROOT, "experiments")
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "experiments/<name>.py[:variant]", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, plots and summary.json.")
-flags.DEFINE_bool("list", False, "List the experiments with their one-line descriptions and exit.")
+flags.DEFINE_bool("list", False, "List the experiments with their one-line descriptions and variants, "
+                  "and exit.")
+flags.DEFINE_bool("show_config", False, "Print the resolved config of --config (with its --config.* "
+                  "overrides), each field with its meaning, and exit.")
 flags.DEFINE_string("sweep", "", "Grid 'a.b=v1,v2;c.d=w1,w2'; one run per point under --workdir.")
 flags.DEFINE_bool("sweep_launch", False, "With --sweep: print one command per point instead of running them.")
 flags.DEFINE_list("allow_config_change", [], "Resume a workdir although these config keys (a.b, or a "
@@ -63,15 +74,36 @@ def experiment_name(config_arg: str) -> str:
     return os.path.splitext(os.path.basename(config_arg.split(":", 1)[0]))[0]
 
 
-def list_experiments() -> list[tuple[str, str]]:
-    """(name, first docstring line) for every experiments/*.py, read without importing them."""
+def list_experiments() -> list[tuple[str, str, dict[str, str]]]:
+    """(name, first docstring line, VARIANTS {name: description}) for every experiments/*.py, read without
+    importing them (importing would import JAX and the models: seconds per file)."""
     rows = []
     for fname in sorted(os.listdir(EXPERIMENTS)):
         if fname.endswith(".py") and not fname.startswith("_"):
             with open(os.path.join(EXPERIMENTS, fname)) as f:
-                doc = ast.get_docstring(ast.parse(f.read())) or ""
-            rows.append((fname[:-3], doc.strip().splitlines()[0] if doc.strip() else "(no docstring)"))
+                tree = ast.parse(f.read())
+            doc = (ast.get_docstring(tree) or "").strip()
+            variants = {}
+            for node in tree.body:
+                targets = [getattr(t, "id", None) for t in getattr(node, "targets", ())]
+                if isinstance(node, ast.Assign) and "VARIANTS" in targets:
+                    variants = ast.literal_eval(node.value)
+            rows.append((fname[:-3], doc.splitlines()[0] if doc else "(no docstring)", variants))
     return rows
+
+
+def print_list() -> None:
+    for name, doc, variants in list_experiments():
+        print(f"{name:24s} {doc}")
+        for variant, text in variants.items():
+            print(f"    :{variant:<19s} {text}")  # indented: one experiment per unindented line
+
+
+def usage() -> str:
+    """--help: this module's docstring and launch.py's own flags (not absl's logging flags)."""
+    flag_help = (FLAGS.module_help(sys.modules[__name__]) or FLAGS.main_module_help()).replace(
+        "__main__:", "launch.py:", 1)
+    return f"usage: python launch.py [flags]\n\n{__doc__.strip() if __doc__ else ''}\n\nflags:\n{flag_help}"
 
 
 def _parse_value(key: str, text: str, current):
@@ -121,7 +153,10 @@ def point_name(point) -> str:
     return "__".join(f"{key}={text}" for key, _, text in point).replace("/", "_")
 
 
-def write_results(directory: str, rows: list[dict]) -> tuple[str, str]:
+def write_results(directory: str, rows: list[dict], brief: list[str] | None = None,
+                  labels: dict[str, str] | None = None) -> tuple[str, str]:
+    """results.csv with every column of `rows`, results.md with the columns `brief` only (all if None), each
+    headed by labels.get(column, column)."""
     columns = []
     for row in rows:
         columns += [c for c in row if c not in columns]
@@ -134,10 +169,12 @@ def write_results(directory: str, rows: list[dict]) -> tuple[str, str]:
     def fmt(v):
         return f"{v:.4g}" if isinstance(v, float) else str(v if v is not None else "")
 
+    shown = columns if brief is None else brief
+    labels = labels or {}
     with open(md_path, "w") as f:
-        f.write("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n")
+        f.write("| " + " | ".join(labels.get(c, c) for c in shown) + " |\n|" + "---|" * len(shown) + "\n")
         for row in rows:
-            f.write("| " + " | ".join(fmt(row.get(c)) for c in columns) + " |\n")
+            f.write("| " + " | ".join(fmt(row.get(c)) for c in shown) + " |\n")
     return csv_path, md_path
 
 
@@ -170,6 +207,9 @@ def _first_unknown_key(config_arg: str, argv) -> str | None:
 
 
 def parse_flags(argv):
+    if any(a in ("--help", "-h", "--helpshort", "-?") for a in argv[1:]):
+        print(usage(), flush=True)  # absl would print every flag of every library and exit 1
+        sys.exit(0)
     config_arg = _config_arg(argv)
     if config_arg is not None:
         path = config_arg.split(":", 1)[0]
@@ -197,11 +237,17 @@ def main(argv):
     if len(argv) > 1:
         fail(f"unexpected arguments {argv[1:]}")
     if FLAGS.list:
-        for name, doc in list_experiments():
-            print(f"{name:24s} {doc}")
+        print_list()
         return 0
     if FLAGS.config is None:
         fail("--config is required (e.g. --config=experiments/toy_smoke.py:smoke); see --list")
+    if FLAGS.show_config:
+        from seqjax import configs
+
+        print(f"# {config_flags.get_config_filename(FLAGS['config'])} with its --config.* overrides: "
+              "key = value, then its meaning")
+        print("\n".join(configs.describe(FLAGS.config)))
+        return 0
     if not FLAGS.workdir:
         fail("--workdir is required")
     config = FLAGS.config
@@ -255,17 +301,21 @@ def main(argv):
             data_key = (point_config.task, point_config.data.to_json(sort_keys=True))
             tasks[data_key] = preflight.check_run(point_config, workdir, tasks.get(data_key))
             points.append((point, point_config, workdir, tasks[data_key]))
-        rows = []
+        rows, brief, labels = [], [key for key, _, _ in grid[0]] + ["steps", "status"], {}
         for point, point_config, workdir, task in points:
             print(f"== sweep point {point_name(point)} -> {workdir}", flush=True)
             summary = train_and_evaluate(point_config, workdir, name, allow, task=task)
             rows.append({**{key: text for key, _, text in point}, "steps": summary["steps"],
                          "status": summary["status"], **summary["final"]})
+            for metric in summary["headline"]["metrics"]:  # results.md: the headline figures only
+                if metric["name"] not in brief:
+                    brief.append(metric["name"])
+                    labels[metric["name"]] = f"{metric['name']} ({metric['better']} is better)"
             if summary["status"] == "interrupted":
                 break
         import jax
         if jax.process_index() == 0:
-            paths = write_results(FLAGS.workdir, rows)
+            paths = write_results(FLAGS.workdir, rows, brief, labels)
             print(f"sweep results: {paths[0]}, {paths[1]}", flush=True)
         return 0
     except preflight.RunError as e:

@@ -15,7 +15,7 @@ from flax import nnx
 
 from seqjax import configs, losses, nn
 from seqjax.dropout import dropout
-from seqjax.task import predict
+from seqjax.task import Figure, predict
 
 VARIANTS = {"full": "40 steps of batch 8", "smoke": "8 steps, an evaluation and a checkpoint every 4"}
 
@@ -41,7 +41,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 class ToyModel(nnx.Module):
-    """x [B, T, D] -> predictions [B, O]: Dense -> LayerNorm -> ReLU -> dropout -> Dense on the time-mean."""
+    """x [B, T, D] -> predictions [B, O]: Dense -> LayerNorm -> ReLU -> dropout -> Dense on the time-mean.
+
+    Args:
+        hidden_size: width of the hidden layer.
+        output_dropout: dropout rate before the output layer (training only).
+        layer_norm_epsilon: epsilon of the LayerNorm.
+    """
 
     def __init__(self, num_inputs: int, num_outputs: int, *, hidden_size: int = 16,
                  output_dropout: float = 0.0,
@@ -57,7 +63,21 @@ class ToyModel(nnx.Module):
 
 
 class ToyTask:
-    """y = mean_t(x) @ W + noise: n_train / n_val / n_test rows of x [T, D] and y [O], drawn with `seed`."""
+    """y = mean_t(x) @ W + noise: n_train / n_val / n_test rows of x [T, D] and y [O], drawn with `seed`.
+
+    Args:
+        n_train: training rows.
+        n_val: validation rows.
+        n_test: test rows.
+        T: time steps per input.
+        D: input features per step.
+        O: outputs per row.
+        noise: noise standard deviation added to the targets.
+        seed: seed of W and of every split's draws.
+    """
+
+    HEADLINE = (Figure("test_mse", "test MSE", "lower",
+                       baselines=(("test_mse_mean_baseline", "the training mean"),)),)
 
     def __init__(self, *, n_train: int = 64, n_val: int = 16, n_test: int = 16, T: int = 4, D: int = 3,
                  O: int = 2, noise: float = 0.1, seed: int = 0):

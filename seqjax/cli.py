@@ -32,7 +32,10 @@ def parse(values: flags.FlagValues, argv: list[str], prog: str, description: str
     if len(rest) > 1:
         raise UsageError(f"unexpected arguments {rest[1:]}")
     if values.help:
-        print(f"usage: {prog} [flags]\n\n{description.strip()}\n\nflags:")
+        # The whole description (a module docstring: every paragraph, not its first line, which may stop
+        # mid-sentence); None under `python -OO`, which strips docstrings.
+        text = (description or "").strip() or "(description not available: docstrings stripped by python -OO)"
+        print(f"usage: {prog} [flags]\n\n{text}\n\nflags:")
         print(values.get_help(include_special_flags=False))
         return False
     return True

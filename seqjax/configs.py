@@ -17,21 +17,11 @@ error at once. The constructors' arguments without a default are not config keys
 its data (`task.model_args()`, e.g. the vocabulary size). `construct` is the one place a config section
 becomes a constructor call; it names any key that does not fit.
 
-Trainer fields (`config.train`), units and meaning:
-- steps: optimiser updates. batch_size: the global batch (over all devices and processes).
-- length_buckets: 1 = batches of any rows, padded to the split's width. N > 1 = each batch from one of N
-  length buckets, cut to that bucket's width (tasks that declare `padded_lengths`; see data/iterators.py).
-- eval_every / eval_batches: evaluate on `val` every N steps (0 = only at the end) on this many batches
-  (0 = the whole split, last batch wrapped around).
-- log_every: console/metrics line every N steps. checkpoint_every: save every N steps (0 = only at the end);
-  keep_checkpoints: how many to keep; async_checkpoints: save in a background thread.
-- parallel: "mesh" (jit over a 1-D device mesh, axis "data"), "pmap", or "none" (a mesh of one device).
-- mixed_precision: bf16 compute with f32 params and optimiser state.
-- init_from: path of another run's workdir or checkpoint step dir whose params initialise this run.
-- plots: write training-curve PNGs at the end.
+Trainer fields (`config.train`, `config.distributed`), their units and meaning: `FIELD_DOCS` below (what
+`python launch.py --config=... --show_config` prints beside each value, with `optim.FIELD_DOCS` and the
+constructors' own docs for `config.data` / `config.model`: `describe`).
 The dropout key of step s is `fold_in(fold_in(PRNGKey(seed), s), micro_batch)`, so a resumed run draws the
-same numbers. distributed.coordinator_address / num_processes / process_id: for jax.distributed.initialize;
-an empty address means a single process.
+same numbers.
 """
 from __future__ import annotations
 
@@ -42,6 +32,35 @@ from typing import Any
 
 import ml_collections
 from ml_collections import config_dict
+
+FIELD_DOCS = {
+    "seed": "PRNG seed of the parameter initialisation, the training data order and the dropout keys",
+    "task": "the task class (seqjax.tasks.TASKS short name, or 'module:Class'); config.data holds its "
+            "keyword arguments",
+    "model_name": "the model class (seqjax.models.MODELS short name, or 'module:Class'); config.model holds "
+                  "its keyword arguments",
+    "train.steps": "optimiser updates",
+    "train.batch_size": "the global batch (over all devices and processes)",
+    "train.length_buckets": "1 = batches of any rows, padded to the split's width; N > 1 = each batch from "
+                            "one of N length buckets, cut to that bucket's width (tasks that declare "
+                            "padded_lengths; see data/iterators.py)",
+    "train.eval_every": "evaluate on the val split every N steps (0 = only at the end)",
+    "train.eval_batches": "batches per evaluation (0 = the whole split, last batch wrapped around)",
+    "train.log_every": "console/metrics line every N steps",
+    "train.checkpoint_every": "save a checkpoint every N steps (0 = only at the end)",
+    "train.keep_checkpoints": "how many checkpoints to keep",
+    "train.async_checkpoints": "save checkpoints in a background thread",
+    "train.parallel": "'mesh' (jit over a 1-D device mesh, axis 'data'), 'pmap', or 'none' (a mesh of one "
+                      "device)",
+    "train.mixed_precision": "bf16 compute with f32 params and optimiser state",
+    "train.init_from": "path of another run's workdir or checkpoint step dir whose params initialise this "
+                       "run ('' = none)",
+    "train.plots": "write training-curve PNGs at the end",
+    "distributed.coordinator_address": "host:port of process 0 for jax.distributed.initialize ('' = a single "
+                                       "process)",
+    "distributed.num_processes": "number of processes (multi-process runs)",
+    "distributed.process_id": "this process's index in [0, num_processes)",
+}
 
 
 class ConfigError(ValueError):
@@ -199,3 +218,76 @@ def smoke_train(c: ml_collections.ConfigDict, *, steps: int, batch_size: int) ->
     c.train.log_every = steps // 2
     c.train.checkpoint_every = 0
     c.train.plots = False
+
+
+# ----------------------------------------------------------------------------------------------------------
+# A config, field by field, with each field's meaning (launch.py --show_config)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def argument_docs(cls) -> dict[str, str]:
+    """{argument: description} from an "Args:" section (Google style: `name: text` or `name (type): text`,
+    continuation lines indented deeper) of the class docstring or its __init__'s. Only what is written there:
+    an argument the docstring does not describe is absent."""
+    import re
+
+    docs = {}
+    for doc in (cls.__doc__, getattr(cls.__init__, "__doc__", None)):
+        lines = inspect.cleandoc(doc or "").splitlines()
+        i = 0
+        while i < len(lines):
+            if lines[i].strip() not in ("Args:", "Arguments:"):
+                i += 1
+                continue
+            i, indent, name = i + 1, None, None
+            while i < len(lines) and (not lines[i].strip() or len(lines[i]) - len(lines[i].lstrip()) > 0):
+                line = lines[i]
+                depth = len(line) - len(line.lstrip())
+                m = re.match(r"\s*(\w+)\s*(\([^)]*\))?\s*:\s*(.*)$", line)
+                if line.strip() and (indent is None or depth == indent) and m:
+                    indent, name = depth, m.group(1)
+                    docs[name] = m.group(3).strip()
+                elif line.strip() and name is not None:
+                    docs[name] = f"{docs[name]} {line.strip()}".strip()
+                i += 1
+    return docs
+
+
+def _constructor_field(cls, name: str, docs: dict[str, str]) -> str:
+    p = config_arguments(cls).get(name)
+    if p is None:
+        return f"(not an argument of {cls.__name__})"
+    kind = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", "")
+    kind = kind if p.annotation is not p.empty else "no annotation"
+    return f"{docs.get(name, '(no description)')} [{cls.__name__} argument: {kind}, default {p.default!r}]"
+
+
+def describe(config) -> list[str]:
+    """Every field of `config` as `key = value` and, indented below, its meaning: FIELD_DOCS for the
+    trainer's, optim.FIELD_DOCS for the optimiser's, the constructor's "Args:" docs, type and default for
+    config.data and config.model ("(no description)" where the constructor documents none). Builds nothing."""
+    from seqjax import models, optim, tasks
+
+    classes = {"data": tasks.get(config.task), "model": models.get(config.model_name)}
+    docs = {section: argument_docs(cls) for section, cls in classes.items()}
+    out = []
+
+    def walk(node, prefix, only=None):
+        for key in [only] if only is not None else node.keys():
+            value, path = node[key], f"{prefix}{key}"
+            if hasattr(value, "keys"):
+                walk(value, f"{path}.")
+                continue
+            section, _, leaf = path.partition(".")
+            if section in classes:
+                meaning = _constructor_field(classes[section], leaf, docs[section])
+            elif section == "optim":
+                meaning = optim.FIELD_DOCS.get(leaf, "(no description)")
+            else:
+                meaning = FIELD_DOCS.get(path, "(no description)")
+            out.extend([f"{path} = {value!r}", f"    {meaning}"])
+
+    order = ["seed", "task", "data", "model_name", "model", "optim", "train", "distributed"]
+    for key in sorted(config.keys(), key=lambda k: (order.index(k) if k in order else len(order), k)):
+        walk(config, "", only=key)
+    return out

@@ -28,6 +28,24 @@ OPTIMIZER_FIELDS = {
     "sgd": {"momentum": 0.9, "nesterov": False, "weight_decay": 0.0},
 }
 
+# What each key means (launch.py --show_config prints it beside the value).
+FIELD_DOCS = {
+    "name": "the optimiser: 'adamw' (decoupled weight decay), 'adam' or 'sgd' (L2 weight decay added to the "
+            "gradient before momentum)",
+    "lr": "peak learning rate (reached after warmup_steps)",
+    "schedule": "decay after warmup: 'cosine' or 'linear' to lr * end_lr_factor at train.steps, or "
+                "'constant'",
+    "warmup_steps": "linear warmup from 0 to lr over this many steps",
+    "end_lr_factor": "the learning rate at train.steps, as a fraction of lr (cosine and linear schedules)",
+    "clip_norm": "clip gradients to this global norm before the optimiser (0 = no clipping)",
+    "accum_steps": "micro-batches per step: each global batch is split in this many, their gradients "
+                   "averaged before one update",
+    "b1": "Adam's first-moment decay", "b2": "Adam's second-moment decay",
+    "eps": "Adam's epsilon added to the root second moment",
+    "weight_decay": "weight decay of the seqjax.nn.Kernel parameters (0 = none)",
+    "momentum": "SGD momentum (0 = none)", "nesterov": "SGD with Nesterov momentum",
+}
+
 
 def optimizer_fields(name: str) -> ml_collections.ConfigDict:
     """The config section of optimiser `name` with its defaults (every key it reads, no other)."""

@@ -10,11 +10,24 @@ optimiser, jit/pmap, sharding, checkpoints, logging.
 Optional: a task whose arrays are padded along axis 1 may set `padded_lengths = {array: lengths array}`
 (e.g. {"src": "src_lengths"}); `config.train.length_buckets > 1` then batches rows of similar length and cuts
 the padding (data/iterators.py). Its `loss` must then accept any width up to the padded one.
+
+Optional: `HEADLINE = (Figure(...), ...)`, a class attribute: the few metrics of `evaluate` that say how the
+run went, each with its unit, which way is better and the baselines it is read against (other metrics of the
+same report). `headline(task, final)` turns it into the lines the trainer prints at the end of a run and the
+`headline` section of summary.json, e.g.
+
+    Figure("test_model_mae", "test MAE", "lower", unit="train-std units",
+           baselines=(("test_persistence_mae", "persistence"), ("test_linear_ar_mae", "linear AR")))
+    -> "test MAE 0.428 train-std units (lower is better): better than persistence 0.496 (13.7% lower), ..."
+
+A table rather than a method: it is data the sweep's results.md and the tests read without building the task
+(which loads its data). A figure whose metric is absent from `final` (another data set, an interrupted run)
+is left out; a task without HEADLINE has an empty headline (every metric stays in summary.json's `final`).
 """
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import jax
 import numpy as np
@@ -40,6 +53,89 @@ class Task(Protocol):
         self, model: nnx.Module, splits: dict[str, dict[str, np.ndarray]], workdir: str
     ) -> dict[str, float]:
         """Final report after training (test metrics, baselines, figures in workdir). May be slow."""
+
+
+class Figure(NamedTuple):
+    """One headline figure: the metric `final[key]`, called `label`, where `better` is "lower" or "higher".
+
+    unit: written after the value; "%" shows a fraction as a percentage (and differences in points).
+    baselines: (key, label) of the metrics it is compared with, in words ("better than persistence 0.496
+    (13.7% lower)"). also: (key, label) of related figures appended to the same line, without a comparison.
+    only_if: (key, value): shown only when final[key] == value (e.g. which data set the run used).
+    """
+    key: str
+    label: str
+    better: str
+    unit: str = ""
+    baselines: tuple[tuple[str, str], ...] = ()
+    also: tuple[tuple[str, str], ...] = ()
+    only_if: tuple[str, float] | None = None
+
+
+def _value(value: float, unit: str, named: bool = True) -> str:
+    """The value in its unit; `named=False` (baselines, after the figure's own value) leaves out a unit's
+    name, but a fraction shown as a percentage keeps its "%"."""
+    if unit == "%":
+        return f"{100 * value:.1f}%"
+    return f"{value:.4g}" + (f" {unit}" if unit and named else "")
+
+
+def _compare(value: float, base: float, f: Figure, label: str) -> str:
+    """'better than <label> <base> (<gap>)', or worse, or 'equal to': the gap in points for percentages,
+    else relative to the baseline."""
+    if value == base:
+        return f"equal to {label} {_value(base, f.unit, named=False)}"
+    lower = value < base
+    word = "better" if lower == (f.better == "lower") else "worse"
+    if f.unit == "%":
+        gap = f"{100 * abs(value - base):.1f} points "
+    elif base != 0:
+        gap = f"{100 * abs(value / base - 1):.1f}% "
+    else:
+        gap = ""
+    return f"{word} than {label} {_value(base, f.unit, named=False)} ({gap}{'lower' if lower else 'higher'})"
+
+
+def headline(task: Any, final: dict[str, float]) -> dict[str, list]:
+    """The headline of a run's final metrics from `task.HEADLINE` (a task or its class; see the module
+    docstring): {"lines": [str], "metrics": [{"name", "label", "value", "unit", "better", "baselines":
+    {name: value}}]}."""
+    lines, metrics = [], []
+    for f in getattr(task, "HEADLINE", ()):
+        if f.better not in ("lower", "higher"):
+            raise ValueError(f"{type(task).__name__} HEADLINE {f.key}: better must be 'lower' or 'higher', "
+                             f"got {f.better!r}")
+        if f.key not in final or (f.only_if is not None and final.get(f.only_if[0]) != f.only_if[1]):
+            continue
+        value = float(final[f.key])
+        line = f"{f.label} {_value(value, f.unit)} ({f.better} is better)"
+        parts, bases = [], {}
+        for key, label in f.baselines:
+            if key in final:
+                bases[key] = float(final[key])
+                parts.append(_compare(value, bases[key], f, label))
+        if parts:
+            line += ": " + ", ".join(parts)
+        also = [f"{label} {_value(float(final[key]), f.unit)}" for key, label in f.also if key in final]
+        if also:
+            line += "; " + ", ".join(also)
+        lines.append(line)
+        metrics.append({"name": f.key, "label": f.label, "value": value, "unit": f.unit, "better": f.better,
+                        "baselines": bases})
+    return {"lines": lines, "metrics": metrics}
+
+
+def result_block(summary: dict, summary_path: str) -> list[str]:
+    """The few lines the trainer prints at the end of a run: its headline figures, and where every metric is.
+    Nothing when the run reported no metric (interrupted before its final evaluation)."""
+    final, lines = summary["final"], summary["headline"]["lines"]
+    if not final:
+        return []
+    where = f"{len(final)} metrics in {summary_path} (\"final\")"
+    if not lines:
+        return [f"result: no headline figures declared (task HEADLINE); {where}"]
+    header = f"result of {summary['experiment']} at step {summary['steps']} ({where}):"
+    return [header] + [f"  {line}" for line in lines]
 
 
 def build_task(config) -> Task:

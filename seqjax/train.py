@@ -26,7 +26,7 @@ from seqjax import checkpoint as ckpt_lib
 from seqjax import metrics_io, optim, parallel, stopping
 from seqjax import workdir as workdir_lib
 from seqjax.data.iterators import ArrayIterator, check_split_lengths, eval_batches
-from seqjax.task import Task, build_model, build_task
+from seqjax.task import Task, build_model, build_task, headline, result_block
 
 # Losses stay on the device until a log line or a save needs them: reading each one at once would make every
 # step wait for the previous one. This bounds how many wait.
@@ -384,13 +384,15 @@ def _run(config, workdir: str, experiment: str, changed: list[str], task: Task |
         writer.flush()
         writer.close()
         checkpoints.close()
+        # `final` keeps every metric; `headline` the task's few figures that say how the run went (task.py).
         summary = {"experiment": experiment or config.task, "config": config.to_dict(), "steps": int(step),
-                   "wall_time_s": time.time() - start, "final": final, "status": status,
-                   "interruption": stop.report}
+                   "wall_time_s": time.time() - start, "final": final, "headline": headline(task, final),
+                   "status": status, "interruption": stop.report}
         if is_main:
             if t.plots:
                 metrics_io.plot_curves(writer.path, workdir)
             metrics_io.write_json(os.path.join(workdir, "summary.json"), summary)
-            log(f"done: {status} at step {step}; "
-                + " ".join(f"{k}={v:.4g}" for k, v in sorted(final.items())))
+            for line in result_block(summary, os.path.join(workdir, "summary.json")):
+                log(line)
+            log(f"done: {status} at step {step} (wall {summary['wall_time_s']:.1f}s)")
     return summary

@@ -7,7 +7,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from seqjax import train
+from seqjax import tasks, train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -32,6 +32,14 @@ def run(name, variant, tmp_path, **overrides):
     assert summary["status"] == "completed" and summary["steps"] == config.train.steps
     assert json.loads((tmp_path / "summary.json").read_text())["final"] == pytest.approx(summary["final"])
     assert all(np.isfinite(v) for v in summary["final"].values())
+    # The task's headline (summary.json) shows a line for each figure its report has, each with every
+    # declared baseline: a typo in a HEADLINE key would silently drop a line or a comparison.
+    head = json.loads((tmp_path / "summary.json").read_text())["headline"]
+    figures = [f for f in tasks.get(config.task).HEADLINE if f.key in summary["final"] and
+               (f.only_if is None or summary["final"][f.only_if[0]] == f.only_if[1])]
+    assert figures and len(head["lines"]) == len(figures) == len(head["metrics"])
+    for f, m in zip(figures, head["metrics"], strict=True):
+        assert m["name"] == f.key and sorted(m["baselines"]) == sorted(k for k, _ in f.baselines)
     return summary["final"]
 
 

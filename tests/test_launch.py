@@ -72,14 +72,79 @@ FAST = ["--config.train.steps=2", "--config.train.log_every=1", "--config.train.
         "--config.train.plots=False"]
 
 
-def test_list_prints_each_experiment_with_its_first_docstring_line():
+def test_list_prints_each_experiment_with_its_first_docstring_line_and_variants():
     out = run_launch("--list")
     assert out.returncode == 0, out.stderr
-    lines = {line.split()[0]: line for line in out.stdout.splitlines() if line.strip()}
+    # One unindented line per experiment, then one indented line per variant.
+    lines = {line.split()[0]: line for line in out.stdout.splitlines() if line.strip() and line[0] != " "}
     names = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "experiments"))
                    if f.endswith(".py") and not f.startswith("_"))
     assert sorted(lines) == names
     assert "Toy regression smoke test of the training engine" in lines["toy_smoke"]
+    text = out.stdout.split("toy_smoke ", 1)[1].split("\nvit ", 1)[0].splitlines()
+    assert [line.split()[0] for line in text[1:]] == [":full", ":smoke"]
+    assert text[2].endswith("8 steps, an evaluation and a checkpoint every 4")
+
+
+def test_help_exits_0_with_usage():
+    out = run_launch("--help", timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("usage: python launch.py [flags]")
+    for text in ("--show_config", "Exit statuses", "--workdir: Directory for checkpoints", "--list"):
+        assert text in out.stdout
+    assert "--log_dir" not in out.stdout  # launch.py's own flags, not absl's logging flags
+
+
+def test_show_config_prints_every_field_with_its_meaning_and_no_workdir(tmp_path):
+    out = run_launch(f"--config={TOY}:smoke", "--config.optim.lr=0.25", "--show_config", timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    fields = {line.split(" = ")[0]: lines[i + 1].strip() for i, line in enumerate(lines) if " = " in line
+              and not line.startswith(("#", " "))}
+    from experiments.toy_smoke import get_config
+
+    def keys(node, prefix=""):
+        return [k for key in node.keys() for k in (keys(node[key], f"{prefix}{key}.")
+                                                    if hasattr(node[key], "keys") else [prefix + key])]
+
+    assert sorted(fields) == sorted(keys(get_config("smoke")))
+    assert "optim.lr = 0.25" in lines and fields["optim.lr"].startswith("peak learning rate")
+    assert fields["train.steps"] == "optimiser updates"
+    # The trainer's and optimiser's fields are documented; the constructors' show what they document.
+    assert not [k for k, v in fields.items() if "(no description)" in v and k.split(".")[0] in
+                ("train", "optim", "distributed", "seed", "task", "model_name")]
+    assert fields["model.hidden_size"] == "width of the hidden layer. [ToyModel argument: int, default 16]"
+    assert fields["data.noise"] == ("noise standard deviation added to the targets. [ToyTask argument: "
+                                    "float, default 0.1]")
+
+
+def test_argument_docs_read_args_sections_only():
+    from seqjax.configs import argument_docs
+
+    class Documented:
+        """A thing.
+
+        Args:
+            width: how wide,
+                in cells.
+            depth (int): how deep.
+
+        Returns nothing.
+        """
+
+        def __init__(self, width=1, depth=2, other=3):
+            """Build it.
+
+            Arguments:
+                other: the rest.
+            """
+
+    class Undocumented:
+        """Arguments (config.data): width of the thing; prose is not an Args section."""
+
+    assert argument_docs(Documented) == {"width": "how wide, in cells.", "depth": "how deep.",
+                                         "other": "the rest."}
+    assert argument_docs(Undocumented) == {}
 
 
 @pytest.mark.parametrize("args, message", [
@@ -215,6 +280,16 @@ def test_run_writes_summary_and_overrides_apply(tmp_path):
     summary = json.load(open(tmp_path / "summary.json"))
     assert summary["experiment"] == "toy_smoke" and summary["steps"] == 2
     assert summary["config"]["optim"]["lr"] == 0.003
+    # The run ends with a short result block (the task's headline) and one short done line; summary.json
+    # keeps every metric in "final" and the headline beside it.
+    tail = out.stdout.strip().splitlines()[-3:]
+    assert tail[0].startswith("result of toy_smoke at step 2 (") and tail[1].startswith("  test MSE ")
+    assert tail[2].startswith("done: completed at step 2 (wall ") and len(tail[2]) < 60
+    head = summary["headline"]
+    assert head["lines"] == [tail[1].strip()] and [m["name"] for m in head["metrics"]] == ["test_mse"]
+    assert head["metrics"][0]["better"] == "lower"
+    assert head["metrics"][0]["value"] == summary["final"]["test_mse"]
+    assert {"val_loss", "test_mse", "test_mse_mean_baseline"} <= set(summary["final"])
     assert json.load(open(tmp_path / "config.json"))["optim"]["lr"] == 0.003
 
 
@@ -240,7 +315,9 @@ def test_sweep_runs_grid_and_writes_tables(tmp_path):
         assert summary["config"]["model"]["hidden_size"] == int(r["model.hidden_size"])
         assert float(r["val_loss"]) == pytest.approx(summary["final"]["val_loss"])
     md = open(tmp_path / "results.md").read().splitlines()
-    assert md[0].startswith("| model.hidden_size |") and len(md) == 4
+    # results.md: the swept keys, steps, status and the headline metrics; results.csv keeps every column.
+    assert md[0] == "| model.hidden_size | steps | status | test_mse (lower is better) |" and len(md) == 4
+    assert md[2].startswith("| 4 | 2 | completed | ") and "val_loss" in rows[0]
 
 
 def test_several_processes_refuse_parallel_none(tmp_path, monkeypatch):

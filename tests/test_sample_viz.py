@@ -163,3 +163,20 @@ def test_reading_a_checkpoint_prints_no_orbax_metadata_warning(char_run, capfd):
     capfd.readouterr()
     assert sample.main([f"--workdir={char_run}", "--prompt=KING", "--temperature=0", "--length=3"]) == 0
     assert "Metadata file does not exist" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("module", [viz, sample])
+def test_help_prints_the_whole_description_and_exits_0(module, capsys):
+    assert module.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    first_paragraph = module.__doc__.strip().split("\n\n")[0]
+    assert out.startswith(f"usage: {module.PROG} [flags]\n\n{first_paragraph}\n")  # not cut at its first line
+    assert module.__doc__.strip() in out and "--workdir" in out
+
+
+def test_help_without_docstrings_still_exits_0(capsys):
+    from seqjax import cli
+
+    values = cli.new_flags()
+    assert cli.parse(values, ["--help"], "prog", None) is False  # python -OO sets __doc__ to None
+    assert "docstrings stripped" in capsys.readouterr().out

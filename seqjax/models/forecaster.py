@@ -19,6 +19,13 @@ class Forecaster(nnx.Module):
     all horizon x C_out values at once (direct multi-step forecasting, no feedback of predictions).
     Data arguments: `num_inputs` C_in, `num_outputs` C_out, `horizon`. `layer_dropout` acts between stacked
     layers, `output_dropout` on the last step's output; both only when a key is given.
+
+    Args:
+        hidden_size: H, the width of each recurrent layer.
+        cell: the recurrent cell, "rnn", "lstm" or "gru".
+        num_layers: stacked recurrent layers.
+        layer_dropout: dropout rate between stacked layers (training only).
+        output_dropout: dropout rate on the last step's output, before the dense layer (training only).
     """
 
     def __init__(self, num_inputs: int, num_outputs: int, horizon: int, *, hidden_size: int = 32,

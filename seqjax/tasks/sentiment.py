@@ -25,7 +25,7 @@ from flax import nnx
 from seqjax import losses
 from seqjax.data.sentiment import load_polarity_splits
 from seqjax.data.tokenize import WordTokenizer
-from seqjax.task import predict
+from seqjax.task import Figure, predict
 
 POSITIVE_WORDS = ("good", "great", "best", "funny", "fun", "beautiful", "wonderful", "excellent", "enjoyable",
                   "entertaining", "charming", "brilliant", "perfect", "delightful", "moving", "fascinating",
@@ -79,6 +79,10 @@ class SentimentTask:
     """Arguments (config.data): split_seed of the 80/10/10 split; max_len tokens per sentence (longer ones are
     truncated); min_count (rarer training words become <unk>); max_train / max_eval (0 = all; smoke
     variants use subsets)."""
+
+    HEADLINE = (Figure("test_accuracy", "test accuracy", "higher", unit="%",
+                       baselines=(("test_naive_bayes_accuracy", "naive Bayes"),
+                                  ("test_majority_accuracy", "majority class"))),)
 
     def __init__(self, *, split_seed: int = 0, max_len: int = 50, min_count: int = 1, max_train: int = 0,
                  max_eval: int = 0):
