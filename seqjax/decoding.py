@@ -96,15 +96,16 @@ def filter_logits(logits: jax.Array, *, top_k: int | None = None, top_p: float |
     """Set logits [B, V] outside the top-k and/or the nucleus (top-p) to a finite minimum.
 
     The nucleus is the smallest set of most-likely tokens whose probability reaches top_p (Holtzman et al.,
-    2020); it always keeps the most likely token.
+    2020); it always keeps the most likely token. A top_k above the vocabulary size V keeps all V tokens
+    (clamped, as Hugging Face and PyTorch samplers do), so one setting such as top_k=40 serves any vocabulary.
     """
     logits = logits.astype(jnp.float32)
     low = jnp.finfo(jnp.float32).min
     V = logits.shape[-1]
     if top_k is not None:
-        if not 1 <= top_k <= V:
-            raise ValueError(f"top_k: must lie in [1, V] = [1, {V}], got {top_k}")
-        kth = jax.lax.top_k(logits, top_k)[0][:, -1:]  # [B, 1]
+        if top_k < 1:
+            raise ValueError(f"top_k: must be >= 1 (values above V = {V} keep every token), got {top_k}")
+        kth = jax.lax.top_k(logits, min(top_k, V))[0][:, -1:]  # [B, 1]
         logits = jnp.where(logits < kth, low, logits)
     if top_p is not None:
         if not 0.0 < top_p <= 1.0:

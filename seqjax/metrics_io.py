@@ -107,39 +107,133 @@ class MetricWriter:
             self._tb = None
 
 
-def plot_curves(metrics_path: str, out_dir: str) -> list[str]:
-    """One PNG per metric name (train and val on the same axes), from a metrics.jsonl file."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+_NOT_CURVES = ("steps_per_s", "lr")  # pace and schedule, not measures of the model: left out of the plots
 
-    series = defaultdict(lambda: defaultdict(list))  # metric -> prefix -> [(step, value)]
+
+def read_series(metrics_path: str) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """{metric: {prefix: (steps, values)}} from metrics.jsonl ("train/loss" -> metric "loss", prefix "train"),
+    sorted by step; non-finite values (written as strings) are left out."""
+    points = defaultdict(lambda: defaultdict(list))
     for row in read_jsonl(metrics_path):
         for key, value in row.items():
             if key == "step" or "/" not in key or not isinstance(value, (int, float)):
                 continue
             prefix, name = key.split("/", 1)
-            series[name][prefix].append((row["step"], value))
+            points[name][prefix].append((row["step"], value))
+    out = {}
+    for name, by_prefix in points.items():
+        out[name] = {}
+        for prefix, pts in by_prefix.items():
+            steps, values = zip(*sorted(pts), strict=True)
+            out[name][prefix] = (np.asarray(steps), np.asarray(values, np.float64))
+    return out
+
+
+def ema(values: np.ndarray, weight: float) -> np.ndarray:
+    """Exponential moving average: s[0] = x[0], s[i] = weight * s[i-1] + (1 - weight) * x[i].
+
+    Starting from x[0] (not 0, as TensorBoard does before debiasing) leaves no bias toward zero to undo.
+    """
+    from scipy.signal import lfilter  # scipy is a dependency of jax
+
+    if not 0.0 <= weight < 1.0:
+        raise ValueError(f"weight: must lie in [0, 1), got {weight}")
+    x = np.asarray(values, np.float64)
+    if x.size == 0:
+        return x
+    # lfilter's state zi = weight * x[0] plays the role of s[-1] = x[0] in the recursion above.
+    return lfilter([1.0 - weight], [1.0, -weight], x, zi=[weight * x[0]])[0]
+
+
+def smoothing_weight(n: int) -> float:
+    """EMA weight for n logged points: a time constant 1 / (1 - w) of n / 20 points (5% of the run), at most
+    20 points (w = 0.95); none up to 20 points, where every point is worth seeing as it is."""
+    return float(min(0.95, max(0.0, 1.0 - 20.0 / max(n, 1))))
+
+
+def duplicate_metrics(series: dict) -> dict[str, list[str]]:
+    """{kept metric: [metrics whose series equal it]} over `read_series` output; each metric appears once.
+
+    Two metrics are equal when they have the same prefixes, steps and values (rtol 1e-6): e.g. a forecaster
+    trained on MAE logs loss == mae, and two identical panels say nothing new. "loss" is kept first, then the
+    names in alphabetical order.
+    """
+    def same(a, b):
+        return a.keys() == b.keys() and all(
+            np.array_equal(a[p][0], b[p][0]) and np.allclose(a[p][1], b[p][1], rtol=1e-6, atol=0.0)
+            for p in a)
+
+    kept: dict[str, list[str]] = {}
+    for name in sorted(series, key=lambda n: (n != "loss", n)):
+        twin = next((k for k in kept if same(series[k], series[name])), None)
+        if twin is None:
+            kept[name] = []
+        else:
+            kept[twin].append(name)
+    return kept
+
+
+def plot_curves(metrics_path: str, out_dir: str) -> list[str]:
+    """One PNG per distinct metric (curve_<name>.png) from a metrics.jsonl file; returns the paths.
+
+    Training points are single batches (each logged step's batch): drawn faint, with their EMA over them
+    (`smoothing_weight`); validation is drawn on the same axes. A metric whose series equal another's is not
+    drawn again (`duplicate_metrics`; the panel's title names it). The y axis is logarithmic when the values
+    are positive and span at least a decade (`_value_axis`), linear otherwise; legends give the last values.
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib import ticker
+
+    series = {k: v for k, v in read_series(metrics_path).items() if k not in _NOT_CURVES}
     written = []
-    for name, by_prefix in sorted(series.items()):
-        if name in ("steps_per_s", "lr"):
-            continue
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        for prefix, points in sorted(by_prefix.items()):
-            steps, values = zip(*sorted(points), strict=True)
-            ax.plot(steps, values, label=prefix, marker="." if len(steps) < 30 else None)
-        ax.set_xlabel("step")
-        ax.set_ylabel(name)
-        if name == "loss" and all(v > 0 for pts in by_prefix.values() for _, v in pts):
-            ax.set_yscale("log")
-        ax.legend()
-        ax.grid(alpha=0.3)
+    for name, twins in duplicate_metrics(series).items():
+        by_prefix = series[name]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for i, prefix in enumerate(sorted(by_prefix, key=lambda p: (p != "train", p))):  # train first
+            steps, values = by_prefix[prefix]
+            color = f"C{i}"
+            weight = smoothing_weight(len(values)) if prefix == "train" else 0.0
+            if weight > 0:
+                ax.plot(steps, values, color=color, lw=0.6, alpha=0.3, marker=".", ms=2,
+                        label=f"{prefix}, per batch")
+                smooth = ema(values, weight)
+                ax.plot(steps, smooth, color=color, lw=1.8,
+                        label=f"{prefix}, EMA (weight {weight:.2f}); last {smooth[-1]:.4g}")
+            else:
+                what = ", per batch" if prefix == "train" else ""
+                ax.plot(steps, values, color=color, lw=1.4, marker="o" if len(values) < 30 else None, ms=3,
+                        label=f"{prefix}{what}; last {values[-1]:.4g}")
+        _value_axis(ax, np.concatenate([v for _, v in by_prefix.values()]), ticker)
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))  # steps are whole numbers
+        ax.set_xlabel("step (optimizer updates)")
+        ax.set_ylabel(name + (" (log scale)" if ax.get_yscale() == "log" else ""))
+        same = f" (= {', '.join(twins)}: same values)" if twins else ""
+        ax.set_title(f"{name}{same} during training")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3, which="major")
+        ax.grid(alpha=0.1, which="minor")
         fig.tight_layout()
         path = os.path.join(out_dir, f"curve_{name.replace('/', '_')}.png")
         fig.savefig(path, dpi=100)
         plt.close(fig)
         written.append(path)
     return written
+
+
+def _value_axis(ax, values: np.ndarray, ticker) -> None:
+    """Log y axis when the positive values span a decade or more, labelled as plain numbers at 1, 2, 3, 5 x
+    10^k (1, 2, 5 beyond two decades, 1 beyond four) so that the final value can be read off."""
+    if values.size == 0 or np.any(values <= 0) or values.max() < 10 * values.min():
+        return  # matplotlib's linear axis already has enough labelled ticks within a decade
+    ax.set_yscale("log")
+    decades = np.log10(values.max() / values.min())
+    subs = (1.0, 2.0, 3.0, 5.0) if decades <= 2 else (1.0, 2.0, 5.0) if decades <= 4 else (1.0,)
+    ax.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=subs))
+    ax.yaxis.set_minor_locator(ticker.LogLocator(base=10, subs=np.arange(2, 10)))
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda y, _: f"{y:g}"))
+    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
 
 
 class Pace:

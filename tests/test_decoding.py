@@ -160,8 +160,16 @@ def test_filter_logits_top_k_and_top_p():
                                   [[1, 1, 1, 0], [0, 1, 1, 1]])
     np.testing.assert_array_equal(kept(decoding.filter_logits(logits, top_p=0.1)),
                                   [[1, 0, 0, 0], [0, 0, 0, 1]])
-    with pytest.raises(ValueError, match="top_k"):
-        decoding.filter_logits(logits, top_k=5)
+    # top_k above V = 4 is clamped to V: every token is kept and the logits are unchanged (a sampler set up
+    # with top_k=40 must work on a 4-token vocabulary).
+    for top_k in (4, 5, 40):
+        np.testing.assert_array_equal(np.asarray(decoding.filter_logits(logits, top_k=top_k)),
+                                      np.asarray(logits))
+    draws = decoding.sample_logits(jax.random.key(0), logits, temperature=0.8, top_k=40)
+    assert draws.shape == (2,) and np.all((np.asarray(draws) >= 0) & (np.asarray(draws) < 4))
+    for top_k in (0, -1):
+        with pytest.raises(ValueError, match="top_k: must be >= 1"):
+            decoding.filter_logits(logits, top_k=top_k)
     with pytest.raises(ValueError, match="top_p"):
         decoding.filter_logits(logits, top_p=0.0)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 VARIABLES = ("precipitation", "temp_max", "temp_min", "wind")
+UNITS = {"precipitation": "mm", "temp_max": "°C", "temp_min": "°C", "wind": "m/s"}  # as the module docstring
 
 
 def from_columns(columns: dict, source: str = "<columns>") -> tuple[np.ndarray, np.ndarray]:

@@ -21,7 +21,7 @@ autoregressive model (least squares from the flattened normalised window plus a 
 fitted on the training windows). Metrics are MAE and RMSE per variable and their mean over variables; "mean"
 MAE/RMSE are averaged in units of each variable's training standard deviation so that variables in different
 units weigh the same (per-variable figures are in natural units). A PNG of predictions vs truth on the test
-period is written into the workdir.
+period is written into the workdir (`plot_forecasts`).
 """
 from __future__ import annotations
 
@@ -50,6 +50,7 @@ class Series:
     kind: str  # "returns" (persistence predicts 0) or "levels" (persistence repeats the last row)
     # stocks only: float64[N + 1, C] with prices[t + 1] = prices[t] * exp(values[t] / 100)
     prices: np.ndarray | None = None
+    units: tuple[str, ...] = ()  # of each column of `values`, for plots ("%" for returns, "mm", "°C", ...)
 
 
 def load_series(dataset: str, symbols: tuple[str, ...] = (), season_features: bool = True) -> Series:
@@ -59,13 +60,15 @@ def load_series(dataset: str, symbols: tuple[str, ...] = (), season_features: bo
         dates, prices = stocks_data.load_stocks(tuple(symbols))
         returns = 100.0 * stocks_data.log_returns(prices)  # [N-1, A]; row t = return from day t to t+1
         dates, values, columns, kind = dates[1:], returns, tuple(symbols), "returns"
+        units = ("%",) * len(columns)
     elif dataset == "weather":
         dates, values = weather_data.load_weather()
         prices, columns, kind = None, weather_data.VARIABLES, "levels"
+        units = tuple(weather_data.UNITS[c] for c in columns)
     else:
         raise ValueError(f"dataset: expected 'stocks' or 'weather', got {dataset!r}")
     extra = weather_data.day_of_year_features(dates) if season_features else np.zeros((len(dates), 0))
-    return Series(dataset, dates, values, extra, columns, kind, prices)
+    return Series(dataset, dates, values, extra, columns, kind, prices, units)
 
 
 def split_points(N: int, train_frac: float, val_frac: float) -> tuple[int, int]:
@@ -259,31 +262,69 @@ class ForecastTask:
         return out
 
     def _plot(self, preds, truth, path):
-        import matplotlib
+        plot_forecasts(self.series, self.t0[self.index["test"]], preds, truth, path)
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
 
-        s = self.series
-        t0 = self.t0[self.index["test"]]
-        dates = s.dates[t0]
-        C = len(s.columns)
-        fig, axes = plt.subplots(C, 1, figsize=(11, 2.4 * C), sharex=True, squeeze=False)
-        for c, ax in enumerate(axes[:, 0]):
-            if s.kind == "returns":  # show prices: truth vs the price implied by each day-ahead forecast
-                today = s.prices[t0, c]
-                ax.plot(dates, s.prices[t0 + 1, c], "k-", lw=1.0, label="truth")
-                for name, style in (("model", "C0-"), ("linear_ar", "C2:")):
-                    ax.plot(dates, today * np.exp(preds[name][:, 0, c] / 100.0), style, lw=0.8, label=name)
-                ax.set_ylabel(f"{s.columns[c]} ($)")
-            else:
-                ax.plot(dates, truth[:, 0, c], "k-", lw=1.0, label="truth")
-                for name, style in (("model", "C0-"), ("persistence", "C1:"), ("linear_ar", "C2:")):
-                    ax.plot(dates, preds[name][:, 0, c], style, lw=0.8, label=name)
-                ax.set_ylabel(s.columns[c])
-        axes[0, 0].legend(loc="upper left", fontsize=8, ncol=4)
-        axes[0, 0].set_title(f"{s.name}: next-day forecasts on the test period")
-        fig.tight_layout()
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
+_STYLES = {"model": dict(color="C0", ls="-", lw=1.5), "persistence": dict(color="C1", ls="--", lw=1.1),
+           "linear_ar": dict(color="C2", ls="-.", lw=1.1)}
+_LABELS = {"model": "model", "persistence": "persistence", "linear_ar": "linear AR"}
 
+
+def plot_forecasts(s: Series, t0: np.ndarray, preds: dict[str, np.ndarray], truth: np.ndarray, path: str,
+                   zoom_days: int = 60) -> str:
+    """Test-period forecasts vs truth: one row per variable, in its units; returns `path`.
+
+    t0 int[M]: the first target row of each test window; preds {"model", "persistence", "linear_ar"} and truth
+    [M, h, C] in natural units (the first forecast day is drawn). Left: the whole test period, truth and
+    model only, titled with each forecaster's test MAE. Right: the last `zoom_days` test days with every
+    baseline, where the lines can be told apart. Stocks ("returns") show prices on the left (truth and the
+    price each forecast implies, p[t] * exp(r / 100)) and the returns themselves on the right.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    dates, C = s.dates[t0], len(s.columns)
+    units = s.units or ("",) * C
+    zoom = slice(max(0, len(t0) - zoom_days), None)
+    names = [n for n in ("model", "persistence", "linear_ar") if n in preds]
+    fig, axes = plt.subplots(C, 2, figsize=(13, 2.5 * C + 0.9), squeeze=False,
+                             gridspec_kw={"width_ratios": (3, 2)})
+    for c in range(C):
+        left, right = axes[c]
+        unit = units[c]
+        mae = {n: float(np.abs(preds[n][:, 0, c] - truth[:, 0, c]).mean()) for n in names}
+        what = "next-day log return" if s.kind == "returns" else "next day"
+        left.set_title(f"{s.columns[c]}: test MAE of the {what} ({unit}): "
+                       + ", ".join(f"{_LABELS[n]} {v:.3g}" for n, v in mae.items()), fontsize=9, loc="left")
+        if s.kind == "returns":  # prices: truth vs the price implied by the model's day-ahead return
+            today = s.prices[t0, c]
+            left.plot(dates, s.prices[t0 + 1, c], color="k", lw=1.0, zorder=3, label="truth")
+            left.plot(dates, today * np.exp(preds["model"][:, 0, c] / 100.0), **_STYLES["model"], alpha=0.8,
+                      label="model")
+            left.set_ylabel(f"{s.columns[c]} price ($)")
+        else:
+            left.plot(dates, truth[:, 0, c], color="k", lw=1.0, zorder=3, label="truth")  # over the model
+            left.plot(dates, preds["model"][:, 0, c], **_STYLES["model"], alpha=0.8, label="model")
+            left.set_ylabel(f"{s.columns[c]} ({unit})")
+        left.axvspan(dates[zoom][0], dates[-1], color="0.9", zorder=0)  # the window shown on the right
+        right.plot(dates[zoom], truth[zoom, 0, c], color="k", lw=1.2, marker=".", ms=4, label="truth")
+        for n in names:
+            right.plot(dates[zoom], preds[n][zoom, 0, c], **_STYLES[n], label=_LABELS[n])
+        right.set_ylabel(f"{'log return' if s.kind == 'returns' else s.columns[c]} ({unit})")
+        for ax in (left, right):
+            ax.grid(alpha=0.3)
+            locator = mdates.AutoDateLocator(maxticks=8)
+            ax.xaxis.set_major_locator(locator)
+            ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    axes[0, 1].set_title(f"last {len(dates[zoom])} test days (shaded on the left)", fontsize=9, loc="left")
+    handles, labels = axes[0, 1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper right", ncol=len(labels), fontsize=9, frameon=False)
+    panels = " (left: prices, right: daily log returns)" if s.kind == "returns" else ""
+    fig.suptitle(f"{s.name}: next-day forecasts on the test period{panels}", x=0.01, ha="left", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))  # room for the title and legend
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
