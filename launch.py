@@ -273,7 +273,7 @@ def main(argv):
         return 0
 
     # Multi-process setup must precede any other JAX use.
-    from seqjax import parallel, preflight
+    from seqjax import parallel, preflight, stopping
     d = config.distributed
     try:
         parallel.initialize_distributed(d.coordinator_address, d.num_processes, d.process_id)
@@ -286,8 +286,11 @@ def main(argv):
     allow = tuple(FLAGS.allow_config_change)
     try:
         if grid is None:
-            task = preflight.check_run(config, FLAGS.workdir)
-            summary = train_and_evaluate(config, FLAGS.workdir, name, allow, task=task)
+            # From here a signal stops the run with a saved state and a summary (in every process at the same
+            # step): one received while the config is checked or the data loaded stops it before step 1.
+            with stopping.StopSignals("setup") as stop:
+                task = preflight.check_run(config, FLAGS.workdir)
+                summary = train_and_evaluate(config, FLAGS.workdir, name, allow, task=task, stop=stop)
             return 0 if summary["status"] in ("completed", "interrupted") else 1
         points = []
         tasks = {}  # one task per distinct data config: building one loads its data

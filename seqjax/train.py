@@ -282,16 +282,13 @@ def _final_evaluation(stop: stopping.StopSignals, runner: parallel.Runner, state
 
 
 def train_and_evaluate(config, workdir: str, experiment: str = "", allow_changes: tuple[str, ...] = (),
-                       task: Task | None = None) -> dict:
-    """Train `config` in `workdir` (resuming from its latest checkpoint if any) and write the run's files.
-
-    Returns the summary also written to workdir/summary.json:
-    {"experiment", "config", "steps", "wall_time_s", "final": {metric: value}, "status", "interruption"}.
-    status is "completed" or "interrupted": SIGTERM/SIGINT in any phase (training, final save, final
-    evaluation) saves the state and stops; "interruption" is then {"signal", "phase"} (else None). `task`: the
-    task already built from `config` (launch.py builds it when it checks the config), or None.
-    The workdir is locked for the run; resuming refuses a config that differs from the saved one in a key
-    that defines the run (all but workdir.FREE_CONFIG_KEYS), except for the keys in `allow_changes`.
+                       task: Task | None = None, stop: stopping.StopSignals | None = None) -> dict:
+    """Train `config` in `workdir` (resuming from its latest checkpoint if any); returns the summary also
+    written to workdir/summary.json: {"experiment", "config", "steps", "wall_time_s", "final", "headline",
+    "status" ("completed" | "interrupted"), "interruption" ({"signal", "phase"} or None)}. SIGTERM/SIGINT in
+    any phase save the state and stop. The workdir is locked for the run; resuming refuses a config that
+    differs in a key that defines the run (all but workdir.FREE_CONFIG_KEYS) unless `allow_changes` names it.
+    `task`, `stop`: the task and the signal handlers launch.py already made before loading data, or None.
     """
     workdir = os.path.abspath(workdir)
     workdir_lib.check_workdir_format(workdir)
@@ -299,10 +296,13 @@ def train_and_evaluate(config, workdir: str, experiment: str = "", allow_changes
     with workdir_lib.WorkdirLock(workdir, enabled=jax.process_index() == 0):
         # Under the lock (no other run rewrites config.json meanwhile) and before anything is written.
         changed = workdir_lib.check_config(workdir, config.to_dict(), tuple(allow_changes))
-        return _run(config, workdir, experiment, changed, task)
+        # A signal in any phase, setup and restore too, stops the run with its state saved.
+        with contextlib.nullcontext(stop) if stop is not None else stopping.StopSignals("setup") as stop:
+            return _run(config, workdir, experiment, changed, task, stop)
 
 
-def _run(config, workdir: str, experiment: str, changed: list[str], task: Task | None) -> dict:
+def _run(config, workdir: str, experiment: str, changed: list[str], task: Task | None,
+         stop: stopping.StopSignals) -> dict:
     # ------------------------------------------------------------------------------------------- setup
     start = time.time()
     is_main = jax.process_index() == 0
@@ -329,6 +329,7 @@ def _run(config, workdir: str, experiment: str, changed: list[str], task: Task |
     writer = metrics_io.MetricWriter(workdir, enabled=is_main)
 
     # ----------------------------------------------------------------------------------------- restore
+    stop.phase = "restore"
     step0, restored = 0, checkpoints.restore_latest(ckpt_lib.abstract_tree(host_state))
     if restored is not None:  # the newest readable checkpoint, in the layout of host_state (one host copy)
         step0, host_state, meta = restored
@@ -346,53 +347,53 @@ def _run(config, workdir: str, experiment: str, changed: list[str], task: Task |
     unchecked = []  # (step, loss on the device) not yet checked for NaN/inf
     if step < t.steps:
         log(f"compiling the train step (then steps {step + 1}..{t.steps}) ...")
-    with stopping.StopSignals("training") as stop:
-        sync = True  # gather the processes' stop flags now and at each log, eval and save step
-        while step < t.steps and not stop.agreed(step, check_now=sync):
-            state, metrics = runner.train_step(state, runner.place_batch(next(train_iter)), rng)
-            step += 1
-            unchecked.append((step, metrics["loss"]))
-            log_now, save_now = _due(step, t.log_every, last=t.steps), _due(step, t.checkpoint_every)
-            eval_now = _due(step, t.eval_every) and step < t.steps
-            sync = log_now or save_now or eval_now
-            if log_now or save_now or len(unchecked) >= MAX_UNCHECKED_LOSSES:
-                _check_finite(unchecked, checkpoints, writer)
-            if log_now:
-                _log_train(writer, step, t.steps, runner.one_copy(metrics), pace)
-            if eval_now:
-                with pace.paused():
-                    _evaluate_val(runner, state, val, t, writer, step)
-            if save_now:
-                with pace.paused():
-                    _save(checkpoints, step, runner.one_copy(state), train_iter, config)
+    stop.phase = "training"  # a signal received before this point stops the loop before its first step
+    sync = True  # gather the processes' stop flags now and at each log, eval and save step
+    while step < t.steps and not stop.agreed(step, check_now=sync):
+        state, metrics = runner.train_step(state, runner.place_batch(next(train_iter)), rng)
+        step += 1
+        unchecked.append((step, metrics["loss"]))
+        log_now, save_now = _due(step, t.log_every, last=t.steps), _due(step, t.checkpoint_every)
+        eval_now = _due(step, t.eval_every) and step < t.steps
+        sync = log_now or save_now or eval_now
+        if log_now or save_now or len(unchecked) >= MAX_UNCHECKED_LOSSES:
+            _check_finite(unchecked, checkpoints, writer)
+        if log_now:
+            _log_train(writer, step, t.steps, runner.one_copy(metrics), pace)
+        if eval_now:
+            with pace.paused():
+                _evaluate_val(runner, state, val, t, writer, step)
+        if save_now:
+            with pace.paused():
+                _save(checkpoints, step, runner.one_copy(state), train_iter, config)
 
-        stopped_in_loop = stop.stopped
-        if stopped_in_loop:  # on every process: which one had the signal, and that all stop at one step
-            print(f"{stop.describe()} at step {step}: saving a checkpoint and stopping", flush=True)
-        stop.phase = "final save"
-        _check_finite(unchecked, checkpoints, writer)
-        _save(checkpoints, step, runner.one_copy(state), train_iter, config, wait=True)
+    stopped_in_loop = stop.stopped
+    if stopped_in_loop:  # on every process: which one had the signal, and that all stop at one step
+        print(f"{stop.describe()} at step {step}: saving a checkpoint and stopping", flush=True)
+    stop.phase = "final save"
+    _check_finite(unchecked, checkpoints, writer)
+    _save(checkpoints, step, runner.one_copy(state), train_iter, config, wait=True)
 
-        # ----------------------------------------------------------------- final evaluation and summary
-        final = {}
-        if not stop.stopped and not stop.agree_now():  # a signal during the last save stops here, saved
-            final = _final_evaluation(stop, runner, state, val, t, writer, step, task, graphdef, splits,
-                                      workdir)
-        status = "interrupted" if stop.stopped else "completed"
-        if stop.stopped and not stopped_in_loop:
-            log(f"{stop.describe()} during the {stop.report['phase']} (step {step}, saved): stopping")
-        writer.flush()
-        writer.close()
-        checkpoints.close()
-        # `final` keeps every metric; `headline` the task's few figures that say how the run went (task.py).
-        summary = {"experiment": experiment or config.task, "config": config.to_dict(), "steps": int(step),
-                   "wall_time_s": time.time() - start, "final": final, "headline": headline(task, final),
-                   "status": status, "interruption": stop.report}
-        if is_main:
-            if t.plots:
-                metrics_io.plot_curves(writer.path, workdir)
-            metrics_io.write_json(os.path.join(workdir, "summary.json"), summary)
-            for line in result_block(summary, os.path.join(workdir, "summary.json")):
-                log(line)
-            log(f"done: {status} at step {step} (wall {summary['wall_time_s']:.1f}s)")
+    # ----------------------------------------------------------------- final evaluation and summary
+    final = {}
+    if not stop.stopped and not stop.agree_now():  # a signal during the last save stops here, saved
+        final = _final_evaluation(stop, runner, state, val, t, writer, step, task, graphdef, splits,
+                                  workdir)
+    status = "interrupted" if stop.stopped else "completed"
+    if stop.stopped and not stopped_in_loop:
+        log(f"{stop.describe()} during the {stop.report['phase']} (step {step}, saved): stopping")
+    writer.flush()
+    writer.close()
+    checkpoints.close()
+    # `final` keeps every metric; `headline` the task's few figures that say how the run went (task.py).
+    summary = {"experiment": experiment or config.task, "config": config.to_dict(), "steps": int(step),
+               "wall_time_s": time.time() - start, "final": final, "headline": headline(task, final),
+               "status": status, "interruption": stop.report}
+    if is_main:
+        if t.plots:
+            metrics_io.plot_curves(writer.path, workdir)
+        metrics_io.write_json(os.path.join(workdir, "summary.json"), summary)
+        for line in result_block(summary, os.path.join(workdir, "summary.json")):
+            log(line)
+        log(f"done: {status} at step {step} (wall {summary['wall_time_s']:.1f}s)")
     return summary

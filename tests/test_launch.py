@@ -68,6 +68,18 @@ class SlowSaveTask(ToyTask):
         checkpoint.Checkpoints.save = save
         return super().data()
 
+class SlowDataTask(ToyTask):
+    """The first data() call marks that it started (the file SEQJAX_TEST_MARKER names), then takes 3 s: a run
+    in its setup phase (a signal handler returning does not cut a sleep short)."""
+
+    def data(self):
+        marker = os.environ.get("SEQJAX_TEST_MARKER")
+        if marker and not os.path.exists(marker):
+            open(marker, "w").close()
+            time.sleep(3)
+        return super().data()
+
+
 FAST = ["--config.train.steps=2", "--config.train.log_every=1", "--config.train.checkpoint_every=0",
         "--config.train.plots=False"]
 
@@ -260,6 +272,19 @@ def test_signal_during_final_evaluation_stops_it_with_a_summary(tmp_path, sig):
     assert summary["interruption"] == {"signal": sig.name, "phase": "final evaluation"}
     assert "val_loss" in summary["final"] and "test_mse" not in summary["final"]  # val done, report cut
     assert os.listdir(tmp_path / "checkpoints").count("8") == 1
+
+
+def test_signal_during_setup_stops_before_the_first_step_with_a_summary(tmp_path, monkeypatch):
+    marker = tmp_path / "loading"
+    monkeypatch.setenv("SEQJAX_TEST_MARKER", str(marker))
+    proc = start_run(tmp_path / "run", "--config.task=test_launch:SlowDataTask")
+    out, err = signal_when(proc, marker, signal.SIGTERM)
+    assert proc.returncode == 0, err[-3000:]
+    assert "Traceback" not in err
+    summary = json.load(open(tmp_path / "run" / "summary.json"))
+    assert summary["status"] == "interrupted" and summary["steps"] == 0 and summary["final"] == {}
+    assert summary["interruption"] == {"signal": "SIGTERM", "phase": "setup"}
+    assert [d for d in os.listdir(tmp_path / "run" / "checkpoints") if d.isdigit()] == ["0"]
 
 
 def test_signal_during_the_last_save_is_answered_after_it(tmp_path):
