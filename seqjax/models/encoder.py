@@ -25,6 +25,28 @@ class Encoder(nnx.Module):
                  attention_dropout: float = 0.0, pre_ln: bool = True, activation: str = "gelu",
                  layer_norm_epsilon: float = 1e-6, remat: bool = False,
                  attention_implementation: str = "auto", rngs: nnx.Rngs):
+        """The config keys (arguments without a default come from the data).
+
+        Args:
+            d_model: D, the model width.
+            num_heads: N, attention heads (N divides D).
+            num_layers: L, transformer blocks.
+            mlp_dim: F, the hidden width of each block's MLP.
+            max_len: the length of the position table: the longest sequence the model reads.
+            positions: "learned", "sinusoidal" or "rope" (rotary, applied inside attention).
+            num_kv_heads: M, key/value heads for grouped-query attention (None: M = N).
+            embed_dropout: dropout rate on the token (+ position) embeddings; training only.
+            residual_dropout: dropout rate on each residual branch's output; training only.
+            attention_dropout: dropout rate on the attention weights; training only.
+            pre_ln: LayerNorm before each branch, x + f(LN(x)) (GPT-2, ViT); False: LN(x + f(x)) (the original
+                Transformer).
+            activation: the MLP activation: "gelu" (tanh approximation), "gelu_exact", "relu", "silu" or
+                "tanh".
+            layer_norm_epsilon: added to the variance in every LayerNorm.
+            remat: recompute each layer's activations in the backward pass: less memory, more compute.
+            attention_implementation: the attention kernel: "auto" (by the size of the scores), "xla",
+                "xla_autodiff", "blockwise" or "jax" (seqjax.attention.dot_product_attention).
+        """
         cfg = block_config(d_model=d_model, num_heads=num_heads, mlp_dim=mlp_dim, num_kv_heads=num_kv_heads,
                            residual_dropout=residual_dropout, attention_dropout=attention_dropout,
                            pre_ln=pre_ln, positions=positions, activation=activation,
@@ -65,6 +87,30 @@ class TransformerClassifier(nnx.Module):
                  residual_dropout: float = 0.0, attention_dropout: float = 0.0, pre_ln: bool = True,
                  activation: str = "gelu", layer_norm_epsilon: float = 1e-6, remat: bool = False,
                  attention_implementation: str = "auto", rngs: nnx.Rngs):
+        """The config keys (arguments without a default come from the data).
+
+        Args:
+            pooling: "cls" (a learned [CLS] token is prepended and classified; max_len must cover T + 1) or
+                "mean" (the mean of the valid positions).
+            d_model: D, the model width.
+            num_heads: N, attention heads (N divides D).
+            num_layers: L, transformer blocks.
+            mlp_dim: F, the hidden width of each block's MLP.
+            max_len: the length of the position table: the longest sequence the model reads.
+            positions: "learned", "sinusoidal" or "rope" (rotary, applied inside attention).
+            num_kv_heads: M, key/value heads for grouped-query attention (None: M = N).
+            embed_dropout: dropout rate on the token (+ position) embeddings; training only.
+            residual_dropout: dropout rate on each residual branch's output; training only.
+            attention_dropout: dropout rate on the attention weights; training only.
+            pre_ln: LayerNorm before each branch, x + f(LN(x)) (GPT-2, ViT); False: LN(x + f(x)) (the original
+                Transformer).
+            activation: the MLP activation: "gelu" (tanh approximation), "gelu_exact", "relu", "silu" or
+                "tanh".
+            layer_norm_epsilon: added to the variance in every LayerNorm.
+            remat: recompute each layer's activations in the backward pass: less memory, more compute.
+            attention_implementation: the attention kernel: "auto" (by the size of the scores), "xla",
+                "xla_autodiff", "blockwise" or "jax" (seqjax.attention.dot_product_attention).
+        """
         if pooling not in POOLINGS:
             raise ValueError(f"pooling: expected one of {POOLINGS}, got {pooling!r}")
         self.encoder = Encoder(vocab_size, d_model=d_model, num_heads=num_heads, num_layers=num_layers,

@@ -31,6 +31,33 @@ class EncoderDecoder(nnx.Module):
                  pre_ln: bool = True, activation: str = "gelu", layer_norm_epsilon: float = 1e-6,
                  tie_embeddings: bool = True, remat: bool = False, attention_implementation: str = "auto",
                  length_penalty: float = 0.6, rngs: nnx.Rngs):
+        """The config keys (arguments without a default come from the data).
+
+        Args:
+            d_model: D, the model width.
+            num_heads: N, attention heads (N divides D).
+            num_encoder_layers: L of the encoder.
+            num_decoder_layers: L of the decoder.
+            mlp_dim: F, the hidden width of each block's MLP.
+            max_src_len: the longest source sequence (the encoder's position table).
+            max_tgt_len: the longest target sequence (the decoder's position table and cache).
+            positions: "learned", "sinusoidal" or "rope" (rotary, applied inside attention).
+            num_kv_heads: M, key/value heads for grouped-query attention (None: M = N).
+            embed_dropout: dropout rate on the token (+ position) embeddings; training only.
+            residual_dropout: dropout rate on each residual branch's output; training only.
+            attention_dropout: dropout rate on the attention weights; training only.
+            pre_ln: LayerNorm before each branch, x + f(LN(x)) (GPT-2, ViT); False: LN(x + f(x)) (the original
+                Transformer).
+            activation: the MLP activation: "gelu" (tanh approximation), "gelu_exact", "relu", "silu" or
+                "tanh".
+            layer_norm_epsilon: added to the variance in every LayerNorm.
+            tie_embeddings: the output layer is the token embedding table transposed (no separate head).
+            remat: recompute each layer's activations in the backward pass: less memory, more compute.
+            attention_implementation: the attention kernel: "auto" (by the size of the scores), "xla",
+                "xla_autodiff", "blockwise" or "jax" (seqjax.attention.dot_product_attention).
+            length_penalty: alpha of beam search's length normalisation ((5 + length) / 6) ** alpha in
+                `translate`.
+        """
         self.encoder = Encoder(src_vocab_size, d_model=d_model, num_heads=num_heads,
                                num_layers=num_encoder_layers, mlp_dim=mlp_dim, max_len=max_src_len,
                                positions=positions, num_kv_heads=num_kv_heads, embed_dropout=embed_dropout,

@@ -25,6 +25,12 @@ class PatternModels(nnx.Module):
 
     def __init__(self, seq_len: int, vocab_size: int, pad_id: int, bos_id: int, eos_id: int, *,
                  hidden_size: int = 32, cell: str = "gru", rngs: nnx.Rngs):
+        """The config keys (arguments without a default come from the data).
+
+        Args:
+            hidden_size: H, the width of every recurrent cell.
+            cell: "rnn", "lstm" or "gru".
+        """
         self.seq_len = int(seq_len)
         self.cell = Cell(cell)
         H = hidden_size

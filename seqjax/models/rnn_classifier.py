@@ -29,6 +29,22 @@ class RNNClassifier(nnx.Module):
                  pool: str = "last", embed_init: float = 1.0, word_dropout: float = 0.0,
                  embed_dropout: float = 0.0, layer_dropout: float = 0.0, recurrent_dropout: float = 0.0,
                  output_dropout: float = 0.0, rngs: nnx.Rngs):
+        """The config keys (arguments without a default come from the data).
+
+        Args:
+            embed_dim: E, the width of the token embeddings.
+            hidden_size: H, the width of every recurrent cell.
+            cell: "rnn", "lstm" or "gru".
+            num_layers: stacked recurrent layers.
+            bidirectional: read each sequence both ways and concatenate the two directions.
+            pool: how the outputs over the valid steps become one vector: "last", "mean" or "max".
+            embed_init: standard deviation of the embedding entries at initialisation.
+            word_dropout: probability that a training word becomes <unk>; training only.
+            embed_dropout: dropout rate on the token embeddings; training only.
+            layer_dropout: dropout rate between stacked layers (needs num_layers >= 2); training only.
+            recurrent_dropout: variational dropout rate on h_{t-1}, one mask per sequence; training only.
+            output_dropout: dropout rate on the pooled output before the classifier; training only.
+        """
         if pool not in patterns.POOLS:
             raise ValueError(f"pool: expected one of {patterns.POOLS}, got {pool!r}")
         self.pool, self.bidirectional = pool, bool(bidirectional)

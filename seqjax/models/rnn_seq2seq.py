@@ -31,6 +31,19 @@ class RNNSeq2Seq(nnx.Module):
                  embed_dim: int = 64, hidden_size: int = 128, cell: str = "gru",
                  attention: str | None = "general", bidirectional: bool = True, embed_dropout: float = 0.0,
                  memory_dropout: float = 0.0, rngs: nnx.Rngs):
+        """The config keys (arguments without a default come from the data).
+
+        Args:
+            embed_dim: E, the width of the token embeddings.
+            hidden_size: H, the width of every recurrent cell.
+            cell: "rnn", "lstm" or "gru".
+            attention: the decoder's attention over the encoder outputs: "dot", "general" (Luong), "bahdanau"
+                (additive) or None.
+            bidirectional: a bidirectional encoder, its outputs projected to H (tanh) and its final states
+                bridged to the decoder's.
+            embed_dropout: dropout rate on the token embeddings; training only.
+            memory_dropout: dropout rate on the encoder outputs the decoder attends to; training only.
+        """
         self.spec = patterns.Seq2SeqSpec(cell=Cell(cell), attention=attention, bidirectional=bidirectional,
                                          embed_dropout=embed_dropout, memory_dropout=memory_dropout)
         self.pad_id, self.bos_id, self.eos_id = int(pad_id), int(bos_id), int(eos_id)

@@ -68,6 +68,30 @@ class ViT(nnx.Module):
                  embed_dropout: float = 0.0, residual_dropout: float = 0.0, attention_dropout: float = 0.0,
                  pre_ln: bool = True, activation: str = "gelu", layer_norm_epsilon: float = 1e-6,
                  remat: bool = False, attention_implementation: str = "auto", rngs: nnx.Rngs):
+        """The config keys (arguments without a default come from the data).
+
+        Args:
+            patch_size: the side of the square patches (or a (height, width) pair); the image size must be a
+                multiple.
+            d_model: D, the model width.
+            num_heads: N, attention heads (N divides D).
+            num_layers: L, transformer blocks.
+            mlp_dim: F, the hidden width of each block's MLP.
+            positions: "learned" (a [1 + P, D] table) or "sincos2d" (fixed 2-D sin-cos, zero for the class
+                token).
+            pooling: "cls" (the class token's final state) or "mean" (the mean of the patch states).
+            embed_dropout: dropout rate on the token (+ position) embeddings; training only.
+            residual_dropout: dropout rate on each residual branch's output; training only.
+            attention_dropout: dropout rate on the attention weights; training only.
+            pre_ln: LayerNorm before each branch, x + f(LN(x)) (GPT-2, ViT); False: LN(x + f(x)) (the original
+                Transformer).
+            activation: the MLP activation: "gelu" (tanh approximation), "gelu_exact", "relu", "silu" or
+                "tanh".
+            layer_norm_epsilon: added to the variance in every LayerNorm.
+            remat: recompute each layer's activations in the backward pass: less memory, more compute.
+            attention_implementation: the attention kernel: "auto" (by the size of the scores), "xla",
+                "xla_autodiff", "blockwise" or "jax" (seqjax.attention.dot_product_attention).
+        """
         self.image_size, self.patch_size = _pair(image_size), _pair(patch_size)
         (H, W), (ph, pw) = self.image_size, self.patch_size
         if H % ph or W % pw:

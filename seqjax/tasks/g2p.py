@@ -75,6 +75,17 @@ class G2PTask:
                  max_train: int = 0, max_eval: int = 0, label_smoothing: float = 0.0, beam_size: int = 1):
         # Every listed pronunciation is kept for `wer_any`; the first is the training target. The split is
         # that of load_cmudict_splits (same words, same order, same permutation).
+        """The config keys (arguments without a default come from the data).
+
+        Args:
+            split_seed: seed of the 90/5/5 split by word.
+            keep_stress: keep the stress digits on vowels (more phonemes).
+            max_word_len: S, the longest word kept (longer ones are dropped).
+            max_train: use only the first N training words (0 = all).
+            max_eval: use only the first N val and test words (0 = all).
+            label_smoothing: label smoothing of the training loss (evaluation loss is plain).
+            beam_size: beams of the final evaluation's decoding (1 = greedy).
+        """
         every = load_pronunciations(keep_stress=keep_stress, max_len=max_word_len)
         raw = split_by_word(list(every), list(every.values()), split_seed)
         for name, limit in (("train", max_train), ("val", max_eval), ("test", max_eval)):

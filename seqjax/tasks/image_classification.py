@@ -45,6 +45,15 @@ class ImageClassificationTask:
 
     def __init__(self, *, n_val: int = 5000, split_seed: int = 0, max_train: int = 0, max_test: int = 0,
                  directory: str = images.FASHION_MNIST_DIR):
+        """The config keys (arguments without a default come from the data).
+
+        Args:
+            n_val: training images held out for validation.
+            split_seed: seed of the train/val split.
+            max_train: use only the first N training images (0 = all).
+            max_test: use only the first N test images (0 = all).
+            directory: folder of the IDX files (the Debian dataset-fashion-mnist package's by default).
+        """
         self.dataset, raw, self.class_names = images.load_image_dataset(directory)
         train, val = images.split_validation(raw["train"], int(n_val), seed=split_seed)
         test = raw["test"]

@@ -87,6 +87,14 @@ class PatternsTask:
     )
 
     def __init__(self, *, seq_len: int = 8, n_train: int = 20_000, n_eval: int = 2_000, data_seed: int = 0):
+        """The config keys (arguments without a default come from the data).
+
+        Args:
+            seq_len: T, the longest sequence of the five problems.
+            n_train: training examples.
+            n_eval: val and test examples each.
+            data_seed: seed of the training data (val: +1, test: +2).
+        """
         self.T = int(seq_len)
         self._splits = {"train": make_data(n_train, self.T, data_seed),
                         "val": make_data(n_eval, self.T, data_seed + 1),

@@ -86,6 +86,15 @@ class SentimentTask:
 
     def __init__(self, *, split_seed: int = 0, max_len: int = 50, min_count: int = 1, max_train: int = 0,
                  max_eval: int = 0):
+        """The config keys (arguments without a default come from the data).
+
+        Args:
+            split_seed: seed of the 80/10/10 train/val/test split.
+            max_len: T, tokens per sentence (longer ones are truncated).
+            min_count: training words seen fewer times become <unk>.
+            max_train: use only the first N training sentences (0 = all).
+            max_eval: use only the first N val and test sentences (0 = all).
+        """
         raw = load_polarity_splits(split_seed)
         if max_train:  # smoke runs: a subset (the test split stays whole unless max_eval is set)
             raw["train"] = (raw["train"][0][:max_train], raw["train"][1][:max_train])
