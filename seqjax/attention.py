@@ -50,7 +50,8 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
         mask goes here).
       causal: if True, query t may attend key s only when s <= t (top-left aligned, like jax.nn's is_causal);
         equivalent to ANDing `masks.causal_mask(T, S)` into `mask`, and cheaper on the blockwise path.
-      dropout_rate, key: dropout on the attention weights, active iff `key` is given.
+      dropout_rate: dropout on the attention weights, active iff `key` is given.
+      key: the dropout PRNG key; None = no dropout.
       return_weights: also return the weights [B, N, T, S] (after masking, before dropout).
       implementation: "xla" = einsum path (materialises the [B, N, T, S] weights) with the hand-written
           backward pass of seqjax.kernels.attention (reverse mode only: "xla_autodiff" for jax.jvp / jacfwd);

@@ -253,19 +253,24 @@ def argument_docs(cls) -> dict[str, str]:
     return docs
 
 
-def _constructor_field(cls, name: str, docs: dict[str, str]) -> str:
+def _constructor_field(cls, name: str, docs: dict[str, str]) -> dict[str, Any]:
     p = config_arguments(cls).get(name)
     if p is None:
-        return f"(not an argument of {cls.__name__})"
+        return {"meaning": f"(not an argument of {cls.__name__})", "owner": None, "type": None,
+                "default": None}
     kind = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", "")
     kind = kind if p.annotation is not p.empty else "no annotation"
-    return f"{docs.get(name, '(no description)')} [{cls.__name__} argument: {kind}, default {p.default!r}]"
+    return {"meaning": docs.get(name, "(no description)"), "owner": cls.__name__, "type": kind,
+            "default": p.default}
 
 
-def describe(config) -> list[str]:
-    """Every field of `config` as `key = value` and, indented below, its meaning: FIELD_DOCS for the
-    trainer's, optim.FIELD_DOCS for the optimiser's, the constructor's "Args:" docs, type and default for
-    config.data and config.model ("(no description)" where the constructor documents none). Builds nothing."""
+def field_docs(config) -> list[dict[str, Any]]:
+    """Every leaf field of `config`, in `describe`'s order, as a dict: "key" (dotted), "value", "meaning"
+    (FIELD_DOCS for the trainer's, optim.FIELD_DOCS for the optimiser's, the constructor's "Args:" docs for
+    config.data and config.model, "(no description)" where none is written), and for a constructor argument
+    "owner" (the class name), "type" (its annotation) and "default" (the constructor's); for other fields
+    "owner" and "type" are None. Builds nothing. The one source of `describe` (launch.py --show_config) and of
+    the documentation's config reference (docs/gen_config_reference.py)."""
     from seqjax import models, optim, tasks
 
     classes = {"data": tasks.get(config.task), "model": models.get(config.model_name)}
@@ -280,14 +285,25 @@ def describe(config) -> list[str]:
                 continue
             section, _, leaf = path.partition(".")
             if section in classes:
-                meaning = _constructor_field(classes[section], leaf, docs[section])
-            elif section == "optim":
-                meaning = optim.FIELD_DOCS.get(leaf, "(no description)")
+                row = _constructor_field(classes[section], leaf, docs[section])
             else:
-                meaning = FIELD_DOCS.get(path, "(no description)")
-            out.extend([f"{path} = {value!r}", f"    {meaning}"])
+                docs_of = optim.FIELD_DOCS.get(leaf) if section == "optim" else FIELD_DOCS.get(path)
+                row = {"meaning": docs_of or "(no description)", "owner": None, "type": None, "default": None}
+            out.append({"key": path, "value": value, **row})
 
     order = ["seed", "task", "data", "model_name", "model", "optim", "train", "distributed"]
     for key in sorted(config.keys(), key=lambda k: (order.index(k) if k in order else len(order), k)):
         walk(config, "", only=key)
+    return out
+
+
+def describe(config) -> list[str]:
+    """Every field of `config` as `key = value` and, indented below, its meaning (`field_docs`), with type and
+    default for a constructor argument (config.data and config.model). Builds nothing."""
+    out = []
+    for f in field_docs(config):
+        meaning = f["meaning"]
+        if f["owner"] is not None:
+            meaning = f"{meaning} [{f['owner']} argument: {f['type']}, default {f['default']!r}]"
+        out.extend([f"{f['key']} = {f['value']!r}", f"    {meaning}"])
     return out

@@ -26,7 +26,7 @@ def _sampledata(symbol: str) -> dict:
 def align(tables: dict[str, dict], field: str = "adj_close") -> tuple[np.ndarray, np.ndarray]:
     """Inner-join per-symbol tables {symbol: {'date': [...], field: [...]}} on date.
 
-    Returns (dates datetime64[D][N] ascending, values float64[N, A]) with columns in the order of `tables`.
+    Returns (dates `datetime64[D]` [N] ascending, values float64[N, A]) with columns in the order of `tables`.
     A table with unequal column lengths, duplicate or non-ISO dates, or non-positive prices raises a
     ValueError naming the symbol.
     """
@@ -57,7 +57,7 @@ def align(tables: dict[str, dict], field: str = "adj_close") -> tuple[np.ndarray
 
 def load_stocks(symbols: tuple[str, ...] = SYMBOLS,
                 field: str = "adj_close") -> tuple[np.ndarray, np.ndarray]:
-    """(dates datetime64[D][N], prices float64[N, A]) for `symbols` on their common trading days."""
+    """(dates `datetime64[D]` [N], prices float64[N, A]) for `symbols` on their common trading days."""
     symbols = tuple(symbols)
     unknown = [s for s in symbols if s not in SYMBOLS]
     if unknown:

@@ -13,7 +13,7 @@ UNITS = {"precipitation": "mm", "temp_max": "°C", "temp_min": "°C", "wind": "m
 
 
 def from_columns(columns: dict, source: str = "<columns>") -> tuple[np.ndarray, np.ndarray]:
-    """(dates datetime64[D][N], values float64[N, 4]) from {'date': [...], variable: [...]}; checked."""
+    """(dates `datetime64[D]` [N], values float64[N, 4]) from {'date': [...], variable: [...]}; checked."""
     missing = [k for k in ("date", *VARIABLES) if k not in columns]
     if missing:
         raise ValueError(f"{source}: missing columns {missing}")
@@ -28,7 +28,7 @@ def from_columns(columns: dict, source: str = "<columns>") -> tuple[np.ndarray, 
 
 
 def load_weather() -> tuple[np.ndarray, np.ndarray]:
-    """(dates datetime64[D][1461], values float64[1461, 4]) with columns VARIABLES."""
+    """(dates `datetime64[D]` [1461], values float64[1461, 4]) with columns VARIABLES."""
     try:
         from vega_datasets import local_data
     except ImportError:

@@ -329,9 +329,11 @@ def blockwise_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Arra
       bias: float broadcastable to [B, N, T, S] (rank 4), added to the scaled scores; differentiable.
       causal: query t sees key s only when s <= t (top-left aligned); blocks above the diagonal are skipped.
       scale: score scale, default 1 / sqrt(K).
-      dropout_rate, key: dropout on the attention weights, active iff `key` is given (the mask is drawn per
+      dropout_rate: dropout on the attention weights, active iff `key` is given (the mask is drawn per
         block from `key`, so it differs from the einsum path's draw but has the same distribution).
-      q_block, kv_block: block sizes (clipped to T and S); T and S need not be multiples (they are padded).
+      key: the dropout PRNG key; None = no dropout.
+      q_block: query block size (clipped to T); T need not be a multiple (it is padded).
+      kv_block: key/value block size (clipped to S); S need not be a multiple (it is padded).
       batch_chunk: sequences processed together (a lax.map over batch chunks); None picks the largest divisor
         of B whose [chunk, N, q_block, kv_block] scores fit in about 1 MiB (whole batch with dropout).
       unroll: passed to the lax.scan over block pairs.
