@@ -7,7 +7,6 @@
 # embedding lookup is a one-hot matmul without the zeros.
 
 # %%
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -54,7 +53,7 @@ print(one_hot)
 
 # %%
 E = 4
-table = 0.5 * jax.random.normal(jax.random.key(0), (V, E))  # [V, E]
+table = jnp.asarray(0.5 * np.random.default_rng(0).standard_normal((V, E)), jnp.float32)  # [V, E]
 vectors = embedding.lookup(table, jnp.asarray(ids[0, :T]))  # [T, E]
 print("embedding table [V, E] =", table.shape)
 print("lookup vectors [T, E] =")

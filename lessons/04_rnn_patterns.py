@@ -16,13 +16,15 @@
 # %%
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from seqjax import cells, patterns
 
 B, T, D, H = 2, 5, 3, 4
 cell = cells.Cell("gru")
 params = cell.init(jax.random.key(0), D, H)
-xs = jax.random.normal(jax.random.key(1), (B, T, D))  # [B, T, D]
+rng = np.random.default_rng(0)  # inputs from NumPy: only the model's parameters come from jax.random
+xs = jnp.asarray(rng.standard_normal((B, T, D)), jnp.float32)  # [B, T, D]
 lengths = jnp.array([5, 3])  # the second sequence is right-padded after 3 steps
 
 # %% [markdown]
@@ -65,8 +67,10 @@ print("valid =", valid.astype(int).tolist())
 S, T_out, V_src, V_tgt, E = 6, 4, 11, 13, 8
 spec = patterns.Seq2SeqSpec(cell=cell, attention="dot")
 s2s = patterns.init_seq2seq(jax.random.key(2), spec, V_src, V_tgt, E, H)
-src = jax.random.randint(jax.random.key(3), (B, S), 3, V_src)  # int[B, S]
-tgt_in = jax.random.randint(jax.random.key(4), (B, T_out), 3, V_tgt)  # int[B, T] (BOS first)
-logits, weights = patterns.teacher_forcing(spec, s2s, src, jnp.array([6, 4]), tgt_in, return_attention=True)
+src = jnp.asarray(rng.integers(3, V_src, (B, S)), jnp.int32)  # int[B, S]
+tgt_in = jnp.asarray(rng.integers(3, V_tgt, (B, T_out)), jnp.int32)  # int[B, T] (BOS first)
+# jit compiles the whole encoder-decoder once (the spec is static: it says which cell and attention).
+teacher_forcing = jax.jit(patterns.teacher_forcing, static_argnums=0, static_argnames="return_attention")
+logits, weights = teacher_forcing(spec, s2s, src, jnp.array([6, 4]), tgt_in, return_attention=True)
 print("encoder-decoder:         in", src.shape, "+", tgt_in.shape, "-> out", logits.shape,
       " attention", weights.shape)

@@ -11,8 +11,8 @@
 # then a `Stack` of 2 blocks.
 
 # %%
-import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from seqjax.nn import count_params
@@ -23,7 +23,7 @@ cfg = BlockConfig(d_model=D, num_heads=N, mlp_dim=F, num_kv_heads=None, residual
                   attention_dropout=0.0, pre_ln=True, rope=False, activation="gelu", layer_norm_epsilon=1e-6,
                   attention_implementation="auto")
 block = TransformerBlock(cfg, causal=False, cross_attention=False, rngs=nnx.Rngs(0))
-x = jax.random.normal(jax.random.key(1), (B, T, D))  # [B, T, D]
+x = jnp.asarray(np.random.default_rng(1).standard_normal((B, T, D)), jnp.float32)  # [B, T, D]
 print("x [B, T, D] =", x.shape)
 
 # %% [markdown]

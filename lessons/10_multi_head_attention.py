@@ -17,7 +17,7 @@ np.set_printoptions(precision=3, suppress=True)
 B, T, D, N = 1, 3, 8, 2
 p = attention.init_multi_head(jax.random.key(0), D, N)  # wq [D, N, K], wk, wv [D, N, K], wo [N, K, D]
 K = p.wq.shape[-1]
-x = jax.random.normal(jax.random.key(1), (B, T, D))  # [B, T, D]
+x = jnp.asarray(np.random.default_rng(1).standard_normal((B, T, D)), jnp.float32)  # [B, T, D]
 print("D, N, K =", D, N, K, " wq [D, N, K] =", p.wq.shape, " wo [N, K, D] =", p.wo.shape)
 
 # %% [markdown]

@@ -31,9 +31,9 @@ print(np.asarray(masks.combine_masks(causal, padding)[0, 0]).astype(int))
 # The entries above the diagonal are exactly zero.
 
 # %%
-x = jax.random.normal(jax.random.key(0), (1, T, 1, 4))  # [B, T, N, K]
+x = jnp.asarray(np.random.default_rng(0).standard_normal((1, T, 1, 4)), jnp.float32)  # [B, T, N, K]
 f = lambda x: attention.dot_product_attention(x, x, x, causal=True, implementation="xla_autodiff")
-jac = jax.jacobian(f)(x)  # [B, T, N, K, B, T, N, K]
+jac = jax.jit(jax.jacobian(f))(x)  # [B, T, N, K, B, T, N, K]
 sensitivity = jnp.sqrt(jnp.sum(jac[0, :, 0, :, 0, :, 0, :] ** 2, axis=(1, 3)))  # [T (output), T (input)]
 print("|d out_t / d x_s| (row t, column s) =")
 print(np.asarray(sensitivity))
@@ -44,9 +44,9 @@ print("above the diagonal max =", float(jnp.max(jnp.triu(sensitivity, 1))))
 # GPT (causal) gives the same outputs there; the encoder (bidirectional) changes all of them.
 
 # %%
-kw = dict(d_model=16, num_heads=2, num_layers=1, mlp_dim=32, max_len=8)
-gpt = GPT(20, rngs=nnx.Rngs(0), **kw)
-enc = Encoder(20, rngs=nnx.Rngs(0), **kw)
+kw = dict(d_model=8, num_heads=2, num_layers=2, mlp_dim=32, max_len=16)  # the sizes of lessons 08, 12
+gpt = GPT(50, rngs=nnx.Rngs(0), **kw)
+enc = Encoder(50, rngs=nnx.Rngs(0), **kw)
 a = jnp.array([[3, 7, 5, 9]])
 b = a.at[0, -1].set(11)  # only the last token differs
 gpt_change = jnp.max(jnp.abs(gpt(a) - gpt(b)), axis=-1)[0]  # per position [T]

@@ -21,14 +21,14 @@ from seqjax.models.encoder_decoder import EncoderDecoder
 from seqjax.models.gpt import GPT
 from seqjax.nn import count_params
 
-kw = dict(d_model=16, num_heads=2, mlp_dim=32)
+kw = dict(d_model=8, num_heads=2, mlp_dim=32)  # the block of lesson 08
 V, C, B, S, T = 50, 2, 2, 6, 5
 src = jnp.arange(B * S).reshape(B, S) % V  # int[B, S]
 tgt = (jnp.arange(B * T).reshape(B, T) + 3) % V  # int[B, T]
 
 bert = TransformerClassifier(V, C, num_layers=2, max_len=16, rngs=nnx.Rngs(0), **kw)
 gpt = GPT(V, num_layers=2, max_len=16, rngs=nnx.Rngs(0), **kw)
-seq2seq = EncoderDecoder(V, V, 0, 1, 2, num_encoder_layers=1, num_decoder_layers=1, max_src_len=16,
+seq2seq = EncoderDecoder(V, V, 0, 1, 2, num_encoder_layers=2, num_decoder_layers=2, max_src_len=16,
                          max_tgt_len=16, rngs=nnx.Rngs(0), **kw)
 
 shapes = {

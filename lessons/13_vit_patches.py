@@ -36,7 +36,7 @@ print("round trip exact:", bool(jnp.array_equal(back, images)))
 # A tiny ViT: the P = 16 patch tokens plus a class token, an encoder, and a classifier on the class token.
 
 # %%
-vit = ViT(10, 28, 1, patch_size=7, d_model=16, num_heads=2, num_layers=1, mlp_dim=32, rngs=nnx.Rngs(0))
+vit = ViT(10, 28, 1, patch_size=7, d_model=8, num_heads=2, num_layers=2, mlp_dim=32, rngs=nnx.Rngs(0))
 logits = vit(images)
 print("ViT logits [B, classes] =", logits.shape)
 print("class probabilities (untrained) sum to", round(float(jax.nn.softmax(logits).sum()), 4))
