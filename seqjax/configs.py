@@ -228,10 +228,12 @@ def smoke_train(c: ml_collections.ConfigDict, *, steps: int, batch_size: int) ->
 def argument_docs(cls) -> dict[str, str]:
     """{argument: description} from an "Args:" section (Google style: `name: text` or `name (type): text`,
     continuation lines indented deeper) of the class docstring or its __init__'s. Only what is written there:
-    an argument the docstring does not describe is absent."""
+    an argument the docstring does not describe is absent. A class may also hold shared meanings in a class
+    attribute `ARGUMENT_DOCS` ({argument: description}, e.g. the transformer models' common arguments);
+    its docstring's own lines win."""
     import re
 
-    docs = {}
+    docs = dict(getattr(cls, "ARGUMENT_DOCS", {}))
     for doc in (cls.__doc__, getattr(cls.__init__, "__doc__", None)):
         lines = inspect.cleandoc(doc or "").splitlines()
         i = 0

@@ -14,6 +14,34 @@ from seqjax.nn.embedding import Embedding, PositionEmbedding
 EMBED_INIT_SCALE = 0.02
 
 
+# The meaning of every transformer model's common config keys, in one place (configs.argument_docs reads a
+# class's ARGUMENT_DOCS; `--show_config` and the config reference print them).
+ARGUMENT_DOCS = {
+    "d_model": 'D, the model width.',
+    "num_heads": 'N, attention heads (N divides D).',
+    "num_layers": 'L, transformer blocks.',
+    "num_encoder_layers": 'L of the encoder.',
+    "num_decoder_layers": 'L of the decoder.',
+    "mlp_dim": "F, the hidden width of each block's MLP.",
+    "max_len": 'the length of the position table: the longest sequence the model reads.',
+    "max_src_len": "the longest source sequence (the encoder's position table).",
+    "max_tgt_len": "the longest target sequence (the decoder's position table and cache).",
+    "positions": '"learned", "sinusoidal" or "rope" (rotary, applied inside attention).',
+    "num_kv_heads": 'M, key/value heads for grouped-query attention (None: M = N).',
+    "embed_dropout": 'dropout rate on the token (+ position) embeddings; training only.',
+    "residual_dropout": "dropout rate on each residual branch's output; training only.",
+    "attention_dropout": 'dropout rate on the attention weights; training only.',
+    "pre_ln": ('LayerNorm before each branch, x + f(LN(x)) (GPT-2, ViT); False: LN(x + f(x)) (the original '
+              'Transformer).'),
+    "activation": 'the MLP activation: "gelu" (tanh approximation), "gelu_exact", "relu", "silu" or "tanh".',
+    "layer_norm_epsilon": 'added to the variance in every LayerNorm.',
+    "tie_embeddings": 'the output layer is the token embedding table transposed (no separate head).',
+    "remat": "recompute each layer's activations in the backward pass: less memory, more compute.",
+    "attention_implementation": ('the attention kernel: "auto" (by the size of the scores), "xla", '
+                                 '"xla_autodiff", "blockwise" or "jax" '
+                                 '(seqjax.attention.dot_product_attention).'),
+}
+
 class TokenEmbedder(nnx.Module):
     """tokens int[B, T] -> token embedding + positions, then `embed_dropout` (active iff key): [B, T, D]."""
 

@@ -7,7 +7,7 @@ from flax import nnx
 
 from seqjax import masks, patterns
 from seqjax.dropout import split_keys
-from seqjax.models._transformer import TokenEmbedder, block_config, valid_or_all
+from seqjax.models._transformer import ARGUMENT_DOCS, TokenEmbedder, block_config, valid_or_all
 from seqjax.nn.blocks import Stack
 from seqjax.nn.linear import Dense
 from seqjax.nn.params import ClassToken
@@ -19,34 +19,14 @@ class Encoder(nnx.Module):
     """tokens int[B, T] (+ lengths or a padding mask) -> hidden states [B, T, D]; every position sees every
     valid position. Config keys as for `seqjax.models.gpt.GPT`."""
 
+    ARGUMENT_DOCS = ARGUMENT_DOCS  # the common keys' meanings (models/_transformer.py)
+
     def __init__(self, vocab_size: int, *, d_model: int = 128, num_heads: int = 4, num_layers: int = 4,
                  mlp_dim: int = 512, max_len: int = 128, positions: str = "learned",
                  num_kv_heads: int | None = None, embed_dropout: float = 0.0, residual_dropout: float = 0.0,
                  attention_dropout: float = 0.0, pre_ln: bool = True, activation: str = "gelu",
                  layer_norm_epsilon: float = 1e-6, remat: bool = False,
                  attention_implementation: str = "auto", rngs: nnx.Rngs):
-        """The config keys (arguments without a default come from the data).
-
-        Args:
-            d_model: D, the model width.
-            num_heads: N, attention heads (N divides D).
-            num_layers: L, transformer blocks.
-            mlp_dim: F, the hidden width of each block's MLP.
-            max_len: the length of the position table: the longest sequence the model reads.
-            positions: "learned", "sinusoidal" or "rope" (rotary, applied inside attention).
-            num_kv_heads: M, key/value heads for grouped-query attention (None: M = N).
-            embed_dropout: dropout rate on the token (+ position) embeddings; training only.
-            residual_dropout: dropout rate on each residual branch's output; training only.
-            attention_dropout: dropout rate on the attention weights; training only.
-            pre_ln: LayerNorm before each branch, x + f(LN(x)) (GPT-2, ViT); False: LN(x + f(x)) (the original
-                Transformer).
-            activation: the MLP activation: "gelu" (tanh approximation), "gelu_exact", "relu", "silu" or
-                "tanh".
-            layer_norm_epsilon: added to the variance in every LayerNorm.
-            remat: recompute each layer's activations in the backward pass: less memory, more compute.
-            attention_implementation: the attention kernel: "auto" (by the size of the scores), "xla",
-                "xla_autodiff", "blockwise" or "jax" (seqjax.attention.dot_product_attention).
-        """
         cfg = block_config(d_model=d_model, num_heads=num_heads, mlp_dim=mlp_dim, num_kv_heads=num_kv_heads,
                            residual_dropout=residual_dropout, attention_dropout=attention_dropout,
                            pre_ln=pre_ln, positions=positions, activation=activation,
@@ -81,6 +61,8 @@ class TransformerClassifier(nnx.Module):
     cover T + 1) and its output is classified; pooling="mean": the mean of the valid positions' outputs.
     """
 
+    ARGUMENT_DOCS = ARGUMENT_DOCS  # the common keys' meanings (models/_transformer.py)
+
     def __init__(self, vocab_size: int, num_classes: int, *, pooling: str = "cls", d_model: int = 128,
                  num_heads: int = 4, num_layers: int = 4, mlp_dim: int = 512, max_len: int = 128,
                  positions: str = "learned", num_kv_heads: int | None = None, embed_dropout: float = 0.0,
@@ -92,24 +74,6 @@ class TransformerClassifier(nnx.Module):
         Args:
             pooling: "cls" (a learned [CLS] token is prepended and classified; max_len must cover T + 1) or
                 "mean" (the mean of the valid positions).
-            d_model: D, the model width.
-            num_heads: N, attention heads (N divides D).
-            num_layers: L, transformer blocks.
-            mlp_dim: F, the hidden width of each block's MLP.
-            max_len: the length of the position table: the longest sequence the model reads.
-            positions: "learned", "sinusoidal" or "rope" (rotary, applied inside attention).
-            num_kv_heads: M, key/value heads for grouped-query attention (None: M = N).
-            embed_dropout: dropout rate on the token (+ position) embeddings; training only.
-            residual_dropout: dropout rate on each residual branch's output; training only.
-            attention_dropout: dropout rate on the attention weights; training only.
-            pre_ln: LayerNorm before each branch, x + f(LN(x)) (GPT-2, ViT); False: LN(x + f(x)) (the original
-                Transformer).
-            activation: the MLP activation: "gelu" (tanh approximation), "gelu_exact", "relu", "silu" or
-                "tanh".
-            layer_norm_epsilon: added to the variance in every LayerNorm.
-            remat: recompute each layer's activations in the backward pass: less memory, more compute.
-            attention_implementation: the attention kernel: "auto" (by the size of the scores), "xla",
-                "xla_autodiff", "blockwise" or "jax" (seqjax.attention.dot_product_attention).
         """
         if pooling not in POOLINGS:
             raise ValueError(f"pooling: expected one of {POOLINGS}, got {pooling!r}")

@@ -9,7 +9,13 @@ from flax import nnx
 from seqjax import decoding, masks, positional
 from seqjax.dropout import split_keys
 from seqjax.masks import check_token_ids
-from seqjax.models._transformer import TokenEmbedder, block_config, check_cache_room, valid_or_all
+from seqjax.models._transformer import (
+    ARGUMENT_DOCS,
+    TokenEmbedder,
+    block_config,
+    check_cache_room,
+    valid_or_all,
+)
 from seqjax.models.encoder import Encoder
 from seqjax.nn.blocks import Stack
 from seqjax.nn.linear import Dense
@@ -23,6 +29,8 @@ class EncoderDecoder(nnx.Module):
     the alpha of beam search's length normalisation in `translate`.
     """
 
+    ARGUMENT_DOCS = ARGUMENT_DOCS  # the common keys' meanings (models/_transformer.py)
+
     def __init__(self, src_vocab_size: int, tgt_vocab_size: int, pad_id: int, bos_id: int, eos_id: int, *,
                  d_model: int = 128, num_heads: int = 4, num_encoder_layers: int = 3,
                  num_decoder_layers: int = 3, mlp_dim: int = 512, max_src_len: int = 128,
@@ -34,27 +42,6 @@ class EncoderDecoder(nnx.Module):
         """The config keys (arguments without a default come from the data).
 
         Args:
-            d_model: D, the model width.
-            num_heads: N, attention heads (N divides D).
-            num_encoder_layers: L of the encoder.
-            num_decoder_layers: L of the decoder.
-            mlp_dim: F, the hidden width of each block's MLP.
-            max_src_len: the longest source sequence (the encoder's position table).
-            max_tgt_len: the longest target sequence (the decoder's position table and cache).
-            positions: "learned", "sinusoidal" or "rope" (rotary, applied inside attention).
-            num_kv_heads: M, key/value heads for grouped-query attention (None: M = N).
-            embed_dropout: dropout rate on the token (+ position) embeddings; training only.
-            residual_dropout: dropout rate on each residual branch's output; training only.
-            attention_dropout: dropout rate on the attention weights; training only.
-            pre_ln: LayerNorm before each branch, x + f(LN(x)) (GPT-2, ViT); False: LN(x + f(x)) (the original
-                Transformer).
-            activation: the MLP activation: "gelu" (tanh approximation), "gelu_exact", "relu", "silu" or
-                "tanh".
-            layer_norm_epsilon: added to the variance in every LayerNorm.
-            tie_embeddings: the output layer is the token embedding table transposed (no separate head).
-            remat: recompute each layer's activations in the backward pass: less memory, more compute.
-            attention_implementation: the attention kernel: "auto" (by the size of the scores), "xla",
-                "xla_autodiff", "blockwise" or "jax" (seqjax.attention.dot_product_attention).
             length_penalty: alpha of beam search's length normalisation ((5 + length) / 6) ** alpha in
                 `translate`.
         """

@@ -15,7 +15,7 @@ from flax import nnx
 from seqjax import decoding, positional
 from seqjax.dropout import split_keys
 from seqjax.masks import check_token_ids
-from seqjax.models._transformer import TokenEmbedder, block_config, check_cache_room
+from seqjax.models._transformer import ARGUMENT_DOCS, TokenEmbedder, block_config, check_cache_room
 from seqjax.nn.blocks import Stack
 from seqjax.nn.linear import Dense
 
@@ -29,35 +29,14 @@ class GPT(nnx.Module):
     table transposed; attention_implementation: see `seqjax.attention.dot_product_attention`.
     """
 
+    ARGUMENT_DOCS = ARGUMENT_DOCS  # the common keys' meanings (models/_transformer.py)
+
     def __init__(self, vocab_size: int, *, d_model: int = 128, num_heads: int = 4, num_layers: int = 4,
                  mlp_dim: int = 512, max_len: int = 128, positions: str = "learned",
                  num_kv_heads: int | None = None, embed_dropout: float = 0.0, residual_dropout: float = 0.0,
                  attention_dropout: float = 0.0, pre_ln: bool = True, activation: str = "gelu",
                  layer_norm_epsilon: float = 1e-6, tie_embeddings: bool = True, remat: bool = False,
                  attention_implementation: str = "auto", rngs: nnx.Rngs):
-        """The config keys (arguments without a default come from the data).
-
-        Args:
-            d_model: D, the model width.
-            num_heads: N, attention heads (N divides D).
-            num_layers: L, transformer blocks.
-            mlp_dim: F, the hidden width of each block's MLP.
-            max_len: the length of the position table: the longest sequence the model reads.
-            positions: "learned", "sinusoidal" or "rope" (rotary, applied inside attention).
-            num_kv_heads: M, key/value heads for grouped-query attention (None: M = N).
-            embed_dropout: dropout rate on the token (+ position) embeddings; training only.
-            residual_dropout: dropout rate on each residual branch's output; training only.
-            attention_dropout: dropout rate on the attention weights; training only.
-            pre_ln: LayerNorm before each branch, x + f(LN(x)) (GPT-2, ViT); False: LN(x + f(x)) (the original
-                Transformer).
-            activation: the MLP activation: "gelu" (tanh approximation), "gelu_exact", "relu", "silu" or
-                "tanh".
-            layer_norm_epsilon: added to the variance in every LayerNorm.
-            tie_embeddings: the output layer is the token embedding table transposed (no separate head).
-            remat: recompute each layer's activations in the backward pass: less memory, more compute.
-            attention_implementation: the attention kernel: "auto" (by the size of the scores), "xla",
-                "xla_autodiff", "blockwise" or "jax" (seqjax.attention.dot_product_attention).
-        """
         cfg = block_config(d_model=d_model, num_heads=num_heads, mlp_dim=mlp_dim, num_kv_heads=num_kv_heads,
                            residual_dropout=residual_dropout, attention_dropout=attention_dropout,
                            pre_ln=pre_ln, positions=positions, activation=activation,

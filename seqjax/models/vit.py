@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from seqjax.dropout import dropout, split_keys
-from seqjax.models._transformer import block_config
+from seqjax.models._transformer import ARGUMENT_DOCS, block_config
 from seqjax.nn.blocks import Stack
 from seqjax.nn.embedding import PositionEmbedding
 from seqjax.nn.linear import Dense
@@ -62,6 +62,8 @@ class ViT(nnx.Module):
     (dropout and kernel keys as for `seqjax.models.gpt.GPT`).
     """
 
+    ARGUMENT_DOCS = ARGUMENT_DOCS  # the common keys' meanings (models/_transformer.py)
+
     def __init__(self, num_classes: int, image_size: int | tuple[int, int], channels: int, *,
                  patch_size: int = 16, d_model: int = 192, num_heads: int = 3, num_layers: int = 12,
                  mlp_dim: int = 768, positions: str = "learned", pooling: str = "cls",
@@ -73,24 +75,9 @@ class ViT(nnx.Module):
         Args:
             patch_size: the side of the square patches (or a (height, width) pair); the image size must be a
                 multiple.
-            d_model: D, the model width.
-            num_heads: N, attention heads (N divides D).
-            num_layers: L, transformer blocks.
-            mlp_dim: F, the hidden width of each block's MLP.
             positions: "learned" (a [1 + P, D] table) or "sincos2d" (fixed 2-D sin-cos, zero for the class
                 token).
             pooling: "cls" (the class token's final state) or "mean" (the mean of the patch states).
-            embed_dropout: dropout rate on the token (+ position) embeddings; training only.
-            residual_dropout: dropout rate on each residual branch's output; training only.
-            attention_dropout: dropout rate on the attention weights; training only.
-            pre_ln: LayerNorm before each branch, x + f(LN(x)) (GPT-2, ViT); False: LN(x + f(x)) (the original
-                Transformer).
-            activation: the MLP activation: "gelu" (tanh approximation), "gelu_exact", "relu", "silu" or
-                "tanh".
-            layer_norm_epsilon: added to the variance in every LayerNorm.
-            remat: recompute each layer's activations in the backward pass: less memory, more compute.
-            attention_implementation: the attention kernel: "auto" (by the size of the scores), "xla",
-                "xla_autodiff", "blockwise" or "jax" (seqjax.attention.dot_product_attention).
         """
         self.image_size, self.patch_size = _pair(image_size), _pair(patch_size)
         (H, W), (ph, pw) = self.image_size, self.patch_size
