@@ -8,13 +8,15 @@ sacrebleu applies its own tokenisation, so figures are comparable across tokeniz
 sacrebleu's defaults: BLEU with the "13a" tokenizer, exponential smoothing, case-sensitive, one reference;
 chrF with character 6-grams and beta 2 (chrF, not chrF++). Per-sentence BLEU uses effective n-gram order (a
 short sentence is not zero merely for lacking 4-grams), so its mean differs from corpus BLEU.
+
+``alignment_error_rate`` scores word alignments (from attention or IBM Model 1) against gold links.
 """
 from __future__ import annotations
 
 import json
 import os
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 
@@ -99,3 +101,30 @@ def read_sentence_scores(path: str | os.PathLike) -> list[dict]:
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{n}: not a JSON line ({e})") from e
     return rows
+
+
+Link = tuple[int, int]  # (source index, target index), 0-based
+
+
+def alignment_error_rate(predicted: Iterable[Iterable[Link]], sure: Iterable[Iterable[Link]],
+                         possible: Iterable[Iterable[Link]] | None = None) -> float:
+    """Corpus AER (Och & Ney, 2003) in [0, 1]: 1 - (|A & S| + |A & P|) / (|A| + |S|), counts summed.
+
+    Args:
+      predicted: per sentence, the predicted links A.
+      sure: per sentence, the gold sure links S.
+      possible: per sentence, the gold possible links P (S is added to them); None: P = S, and AER is then
+        1 - F1 of A against S.
+    """
+    predicted, sure = [set(a) for a in predicted], [set(s) for s in sure]
+    possible = sure if possible is None else [set(p) for p in possible]
+    if not (len(predicted) == len(sure) == len(possible)):
+        raise ValueError(f"predicted, sure, possible: {len(predicted)}, {len(sure)}, {len(possible)} "
+                         "sentences; expected as many of each")
+    n_a = n_s = hits = 0
+    for a, s, p in zip(predicted, sure, possible, strict=True):
+        n_a, n_s = n_a + len(a), n_s + len(s)
+        hits += len(a & s) + len(a & (p | s))
+    if n_a + n_s == 0:
+        raise ValueError("alignment_error_rate: no predicted and no gold link; nothing to score")
+    return 1.0 - hits / (n_a + n_s)

@@ -9,6 +9,7 @@ from seqjax.data.tokenize import join_words, split_words
 from seqjax.translation_baselines import IBMModel1, copy_source
 from seqjax.translation_metrics import (
     TranslationScores,
+    alignment_error_rate,
     corpus_scores,
     read_sentence_scores,
     sentence_scores,
@@ -56,6 +57,20 @@ def test_score_errors(tmp_path):
         write_sentence_scores(tmp_path / "x.jsonl", ["a"], ["a", "b"], ["a", "b"])
     with pytest.raises(FileNotFoundError, match="y.jsonl"):
         read_sentence_scores(tmp_path / "y.jsonl")
+
+
+def test_alignment_error_rate_hand_computed():
+    # Sentence 1: A = {(0,0), (1,2), (2,1)}, S = {(0,0), (1,1)}, P = S + {(1,2)}: |A&S| = 1, |A&P| = 2.
+    # Sentence 2: A = {(0,0)}, S = {(0,0)}: |A&S| = |A&P| = 1.  AER = 1 - (1+2+1+1) / (3+1 + 2+1) = 2/7.
+    a = [{(0, 0), (1, 2), (2, 1)}, [(0, 0)]]
+    s = [{(0, 0), (1, 1)}, {(0, 0)}]
+    assert alignment_error_rate(a, s, [{(1, 2)}, set()]) == pytest.approx(2 / 7)
+    assert alignment_error_rate(a, s) == pytest.approx(1 - (2 + 2) / (4 + 3))  # P = S: 1 - F1
+    assert alignment_error_rate(s, s) == 0.0 and alignment_error_rate([{(5, 5)}], [{(0, 0)}]) == 1.0
+    with pytest.raises(ValueError, match="2, 1, 1 sentences"):
+        alignment_error_rate(a, s[:1])
+    with pytest.raises(ValueError, match="nothing to score"):
+        alignment_error_rate([set()], [set()])
 
 
 def test_split_and_join_words():
