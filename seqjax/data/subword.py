@@ -18,6 +18,11 @@ for characters absent from the training texts.
 
 Training is deterministic: one thread, the full input (no sampling or shuffling), and the model file is
 written byte for byte from the trained model proto. Training reads the given texts only.
+
+Measured on the Bible pairs (``seqjax.data.bible``, by-book split: 58,720 English and French training verses,
+vocab_size=8000, 2-core build machine at load 16): unigram trains in 9 s of CPU (40 s wall), BPE in 1.1 s
+(6 s wall); with either, all 62,204 verse sides (every split) round-trip exactly and no test verse has an
+unknown piece; a test verse is 32.5 / 37.4 pieces (English / French) with unigram, 31.9 / 35.5 with BPE.
 """
 from __future__ import annotations
 
