@@ -4,6 +4,7 @@ import csv
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -352,3 +353,49 @@ def test_several_processes_refuse_parallel_none(tmp_path, monkeypatch):
     with pytest.raises(preflight.RunError, match="'none' runs on one device, but this run has"):
         preflight.check_run(toy_config(**{"train.parallel": "none"}), str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
+
+
+def test_slurm_dry_run_prints_the_batch_scripts_and_submits_nothing(tmp_path):
+    workdir = tmp_path / "sweep"
+    out = run_launch(f"--config={TOY}:smoke", f"--workdir={workdir}", "--config.train.steps=3",
+                     "--sweep=model.hidden_size=4,8", "--slurm_nodes=2", "--slurm_gpus_per_node=4",
+                     "--slurm_time=1:00:00", "--slurm_partition=gpu", "--slurm_sbatch=--qos=high",
+                     "--slurm_setup=module load cuda", "--slurm_dry_run", timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert not workdir.exists()
+    array, collect = out.stdout.split(f"# {workdir}/slurm-collect.sh")
+    lines = array.splitlines()
+    for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4", "#SBATCH --gpus-per-node=4",
+                 "#SBATCH --time=1:00:00", "#SBATCH --partition=gpu", "#SBATCH --array=0-1",
+                 "#SBATCH --signal=USR1@120", "#SBATCH --requeue", "#SBATCH --qos=high", "module load cuda",
+                 'srun --cpus-per-task=1 "${run[@]}"', '  scontrol requeue "$SLURM_JOB_ID"'):
+        assert line in lines, line
+    points = [line for line in lines if line.startswith(("  0)", "  1)"))]
+    assert len(points) == 2 and all("--coordinator_address=auto" in p for p in points)
+    for part in (f"--workdir={workdir}/model.hidden_size=8 ", "--config.model.hidden_size=8 ",
+                 "--config.train.steps=3 "):
+        assert part in points[1], part
+    assert "--dependency=afterany:" in collect.splitlines()[0]
+    assert "#SBATCH --ntasks-per-node=1" in collect and "--sweep_collect" in collect
+    assert "--gpus-per-node" not in collect and "--coordinator_address" not in collect
+    for script in (array, collect):  # each is a valid bash script
+        text = script[script.index("#!/bin/bash"):]
+        assert subprocess.run(["bash", "-n"], input=text, text=True).returncode == 0, text
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--slurm_nodes=2", "--slurm_gpus_per_node=4", "--slurm_tasks_per_node=1"], "needs one task per GPU"),
+    (["--slurm_time=soon"], "--slurm_time: 'soon' is no SLURM time"),
+    (["--slurm_nodes=0"], "--slurm_nodes: expected >= 1, got 0"),
+    (["--slurm_sbatch=qos=high"], "--slurm_sbatch: expected an sbatch option"),
+])
+def test_slurm_flags_refuse_what_slurm_or_jax_cannot_use(args, message):
+    from absl import flags
+
+    from seqjax import cli, slurm
+
+    values = flags.FlagValues()
+    slurm.define_flags(values)
+    values(["launch.py", *args])
+    with pytest.raises(cli.UsageError, match=re.escape(message)):
+        slurm.resources(values, "toy_smoke")
