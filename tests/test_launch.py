@@ -178,6 +178,17 @@ def test_usage_errors_are_one_line_and_exit_2(args, message):
     assert "Traceback" not in out.stderr
 
 
+def test_auto_coordinator_outside_a_cluster_is_a_usage_error(tmp_path):
+    # No SLURM job step, Open MPI or TPU pod in the environment (the tests may run inside a SLURM job).
+    env = {k: v for k, v in launch_env().items() if not k.startswith(("SLURM_", "OMPI_"))}
+    out = subprocess.run(launch_cmd(f"--config={TOY}:smoke", f"--workdir={tmp_path / 'run'}",
+                                    "--coordinator_address=auto"), cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert len(error_lines(out)) == 1 and "JAX found no cluster to read the coordinator" in out.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def error_lines(out) -> list[str]:
     return [line for line in out.stderr.splitlines() if line.strip() and not line.startswith(("W", "I"))]
 
