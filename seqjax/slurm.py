@@ -11,8 +11,8 @@ submits it with `sbatch`; `--slurm_dry_run` prints it and submits nothing.
   on SIGTERM (every process after the same step, with a checkpoint; seqjax/stopping.py) and exits with
   REQUEUE_STATUS; the script then runs `scontrol requeue`, and the job starts again with the same command,
   which resumes the workdir's checkpoint exactly. A job that SLURM preempts or requeues itself receives
-  SIGTERM: it saves likewise, and SLURM restarts it. SLURM makes a requeued job wait about 2 minutes
-  (EligibleTime = requeue + 121 s, measured on slurm-wlm 22.05) before it can start again.
+  SIGTERM: it saves likewise, and SLURM restarts it. A requeued job waits the lifetime of SLURM's job
+  credentials plus 1 s before it can start again (slurm.conf's AuthInfo cred_expire, 120 s by default).
 - Sweep: array task i runs grid point i in its own workdir under --workdir; a second job waits for the whole
   array (`--dependency=afterany`) and collects every point's summary.json into results.csv/results.md
   (`launch.py --sweep_collect`, which also runs by hand at any time).
