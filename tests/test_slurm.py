@@ -65,7 +65,7 @@ def env_for(conf: str, devices: int) -> dict:
 def submit(conf: str, devices: int, *args) -> list[str]:
     """launch.py --slurm with `args`: the job ids it reports."""
     out = subprocess.run(launch_cmd(*args, "--slurm"), cwd=ROOT, env=env_for(conf, devices),
-                         capture_output=True, text=True, timeout=60)
+                         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     return re.findall(r"^submitted job (\d+)", out.stdout, re.M)
 
@@ -86,7 +86,7 @@ def wait_for(conf: str, job: str, done, what: str, timeout: float = 180) -> list
         if done(info):
             return info
         assert time.time() < deadline, f"job {job}: not {what} after {timeout} s: {info}"
-        time.sleep(0.3)
+        time.sleep(0.1)
 
 
 def wait_ended(conf: str, job: str) -> list[dict]:
@@ -147,8 +147,8 @@ def test_sweep_is_one_job_array_and_one_collected_table(cluster, tmp_path):
     assert [r["status"] for r in rows] == ["completed", sweep.MISSING, "completed"]
 
 
-# Long enough (about 5 s of steps here) to be signalled mid-run; no checkpoint but the one the signal makes.
-LONG = {"train.steps": 1000, "train.log_every": 20, "train.eval_every": 0, "train.checkpoint_every": 0,
+# Long enough to be signalled mid-run (250 to 800 steps/s here); no checkpoint but the one the signal makes.
+LONG = {"train.steps": 3000, "train.log_every": 10, "train.eval_every": 0, "train.checkpoint_every": 0,
         "train.plots": False}
 
 
