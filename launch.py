@@ -27,14 +27,14 @@ requeued job resumes exactly.
 Every config value is checked, the task and model built once, before the workdir is touched
 (seqjax/preflight.py). Errors print one line on stderr. Exit statuses:
     0  completed, or interrupted by SIGTERM/SIGINT with its state saved (summary.json: "interrupted")
-    75 interrupted by SIGUSR1 with its state saved: the time-limit warning of a SLURM job, whose batch
-       script requeues the job on this status
     1  training failed: a non-finite loss (the message names the last good checkpoint)
     2  usage: unknown experiment, config key or flag, a value of the wrong type or out of range
     3  environment: a data package or data file missing, a workdir that is a file or not writable, an
-       unreadable checkpoint (train.init_from, or every checkpoint of the workdir)
-    3  also: --slurm without sbatch, or sbatch refusing the job
+       unreadable checkpoint (train.init_from, or every checkpoint of the workdir); --slurm without sbatch,
+       or sbatch refusing the job
     4  disk full: no space left on the workdir's disk
+    75 interrupted by SIGUSR1 with its state saved: the time-limit warning of a SLURM job, whose batch
+       script requeues the job on this status
     134 (SIGABRT; -6 to subprocess) multi-process: a peer process was lost; jax ends the processes left
        with "Terminating process because the JAX distributed service detected fatal errors" within
        parallel.HEARTBEAT_TIMEOUT_S (seqjax/parallel.py)

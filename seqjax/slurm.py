@@ -180,9 +180,6 @@ class SubmitError(Exception):
 
 def submit(script_path: str, *options: str) -> str:
     """`sbatch --parsable [options] script_path` -> the job id."""
-    if shutil.which("sbatch") is None:
-        raise SubmitError("sbatch not found: submit from a SLURM login node (--slurm_dry_run prints the "
-                          "script without submitting)")
     out = subprocess.run(["sbatch", "--parsable", *options, script_path], capture_output=True, text=True)
     if out.returncode != 0:
         raise SubmitError(f"sbatch refused {script_path}: {out.stderr.strip() or out.stdout.strip()}")
@@ -212,6 +209,9 @@ def launch(r: Resources, commands: list[list[str]], collect_command: list[str] |
             out += [f"# {os.path.join(workdir, 'slurm-collect.sh')}, submitted with "
                     "--dependency=afterany:<the array's job id>", collect]
         return out
+    if shutil.which("sbatch") is None:  # before anything is written
+        raise SubmitError("sbatch not found: submit from a SLURM login node (--slurm_dry_run prints the "
+                          "script without submitting)")
     os.makedirs(workdir, exist_ok=True)  # the logs' directory must exist when the job starts
     job = submit(write_script(os.path.join(workdir, "slurm.sh"), script))
     out = [f"submitted job {job}: {len(commands) if sweep else r.tasks} "

@@ -394,6 +394,15 @@ def test_slurm_dry_run_prints_the_batch_scripts_and_submits_nothing(tmp_path):
         assert subprocess.run(["bash", "-n"], input=text, text=True).returncode == 0, text
 
 
+def test_slurm_without_sbatch_is_an_environment_error(tmp_path):
+    env = {**launch_env(), "PATH": str(tmp_path)}  # no sbatch on the PATH (python is named by its full path)
+    out = subprocess.run(launch_cmd(f"--config={TOY}:smoke", f"--workdir={tmp_path / 'run'}", "--slurm"),
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 3, out.stderr[-3000:]
+    assert len(error_lines(out)) == 1 and "sbatch not found: submit from a SLURM login node" in out.stderr
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--slurm_nodes=2", "--slurm_gpus_per_node=4", "--slurm_tasks_per_node=1"], "needs one task per GPU"),
     (["--slurm_time=soon"], "--slurm_time: 'soon' is no SLURM time"),
