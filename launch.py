@@ -114,7 +114,8 @@ def usage() -> str:
     """--help: this module's docstring and launch.py's own flags, --slurm* included (not absl's logging
     flags)."""
     flag_help = (FLAGS.module_help(sys.modules[__name__]) or FLAGS.main_module_help()).replace(
-        "__main__:", "launch.py:", 1) + "\n" + FLAGS.module_help(slurm.__name__)
+        "__main__:", "launch.py:", 1) + "\n" + FLAGS.module_help(slurm.__name__).replace(
+        f"{slurm.__name__}:", "launch.py, submitting to SLURM (seqjax/slurm.py):", 1)
     return f"usage: python launch.py [flags]\n\n{__doc__.strip() if __doc__ else ''}\n\nflags:\n{flag_help}"
 
 
