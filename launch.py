@@ -4,7 +4,10 @@
     python launch.py --list                                  # experiments and their variants
     python launch.py --config=experiments/<name>.py[:variant] [--config.a.b=...] --show_config
     python launch.py --config=... --workdir=DIR --sweep='optim.lr=1e-3,3e-3;model.hidden=8,16'
-    (add --sweep_launch to print one command per grid point instead of running them)
+    (add --sweep_launch to print one command per grid point instead of running them, --sweep_collect to
+    write the results table from the points' workdirs)
+    python launch.py --config=... --workdir=DIR --slurm [--slurm_nodes=2 --slurm_gpus_per_node=4 ...]
+    (submit to SLURM: a run as one job, a sweep as one job array; --slurm_dry_run prints the batch script)
 
 --show_config prints the resolved config (the variant and every --config.* override applied), each field
 with its meaning, and exits; it needs no workdir and loads no data.
@@ -15,7 +18,11 @@ the headline metrics).
 
 A workdir holds one run: resuming it with another config is refused unless --allow_config_change=KEY[,KEY]
 names the keys that differ (see seqjax/checkpoint.py).
-Multi-host: add --coordinator_address=HOST:PORT --num_processes=N --process_id=I on every process.
+Multi-host: add --coordinator_address=HOST:PORT --num_processes=N --process_id=I on every process, or
+--coordinator_address=auto where JAX reads them from the cluster (under SLURM's srun, Open MPI, a TPU pod
+slice). On SLURM, --slurm writes and submits the batch script (seqjax/slurm.py): every task runs under srun
+with --coordinator_address=auto, SIGUSR1 before the time limit saves and requeues the job, and the
+requeued job resumes exactly.
 
 Every config value is checked, the task and model built once, before the workdir is touched
 (seqjax/preflight.py). Errors print one line on stderr. Exit statuses:
@@ -23,8 +30,11 @@ Every config value is checked, the task and model built once, before the workdir
     1  training failed: a non-finite loss (the message names the last good checkpoint)
     2  usage: unknown experiment, config key or flag, a value of the wrong type or out of range
     3  environment: a data package or data file missing, a workdir that is a file or not writable, an
-       unreadable checkpoint (train.init_from, or every checkpoint of the workdir)
+       unreadable checkpoint (train.init_from, or every checkpoint of the workdir); --slurm without sbatch,
+       or sbatch refusing the job
     4  disk full: no space left on the workdir's disk
+    75 interrupted by SIGUSR1 with its state saved: the time-limit warning of a SLURM job, whose batch
+       script requeues the job on this status
     134 (SIGABRT; -6 to subprocess) multi-process: a peer process was lost; jax ends the processes left
        with "Terminating process because the JAX distributed service detected fatal errors" within
        parallel.HEARTBEAT_TIMEOUT_S (seqjax/parallel.py)
@@ -33,14 +43,15 @@ A signal stops a sweep after the point it interrupts.
 from __future__ import annotations
 
 import ast
-import csv
-import itertools
 import os
 import shlex
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from seqjax import slurm, sweep
+from seqjax.cli import UsageError
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 EXPERIMENTS = os.path.join(ROOT, "experiments")
@@ -54,15 +65,15 @@ flags.DEFINE_bool("show_config", False, "Print the resolved config of --config (
                   "overrides), each field with its meaning, and exit.")
 flags.DEFINE_string("sweep", "", "Grid 'a.b=v1,v2;c.d=w1,w2'; one run per point under --workdir.")
 flags.DEFINE_bool("sweep_launch", False, "With --sweep: print one command per point instead of running them.")
+flags.DEFINE_bool("sweep_collect", False, "With --sweep: write results.csv/results.md from the points' "
+                  "summary.json files under --workdir (however they ran) and exit.")
 flags.DEFINE_list("allow_config_change", [], "Resume a workdir although these config keys (a.b, or a "
                   "section) differ from its saved config; the old config is kept as config.<step>.json.")
-flags.DEFINE_string("coordinator_address", "", "host:port of process 0, for multi-process runs.")
+flags.DEFINE_string("coordinator_address", "", "host:port of process 0, for multi-process runs; 'auto': JAX "
+                    "reads it, the process count and id from the cluster (SLURM srun, Open MPI, TPU pod).")
 flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process runs).")
 flags.DEFINE_integer("process_id", None, "This process's index in [0, num_processes).")
-
-
-class UsageError(Exception):
-    pass
+slurm.define_flags(FLAGS)
 
 
 def fail(message: str, status: int = 2):
@@ -100,82 +111,12 @@ def print_list() -> None:
 
 
 def usage() -> str:
-    """--help: this module's docstring and launch.py's own flags (not absl's logging flags)."""
+    """--help: this module's docstring and launch.py's own flags, --slurm* included (not absl's logging
+    flags)."""
     flag_help = (FLAGS.module_help(sys.modules[__name__]) or FLAGS.main_module_help()).replace(
-        "__main__:", "launch.py:", 1)
+        "__main__:", "launch.py:", 1) + "\n" + FLAGS.module_help(slurm.__name__).replace(
+        f"{slurm.__name__}:", "launch.py, submitting to SLURM (seqjax/slurm.py):", 1)
     return f"usage: python launch.py [flags]\n\n{__doc__.strip() if __doc__ else ''}\n\nflags:\n{flag_help}"
-
-
-def _parse_value(key: str, text: str, current):
-    """`text` as the type of the config field it overrides."""
-    try:
-        if isinstance(current, bool):
-            if text.lower() in ("true", "1", "yes"):
-                return True
-            if text.lower() in ("false", "0", "no"):
-                return False
-            raise ValueError
-        if isinstance(current, int):
-            return int(text)
-        if isinstance(current, float):
-            return float(text)
-        if current is None or isinstance(current, str):
-            return text
-    except ValueError:
-        pass
-    raise UsageError(f"--sweep: value {text!r} for {key} is not of type {type(current).__name__}")
-
-
-def _get(config, key: str):
-    node = config
-    for part in key.split("."):
-        if not hasattr(node, "keys") or part not in node.keys():
-            raise UsageError(f"--sweep: unknown config key {key!r}")
-        node = node[part]
-    return node
-
-
-def parse_sweep(spec: str, config) -> list[dict]:
-    """'a.b=1,2;c=x,y' -> the grid as a list of {key: typed value}, first axis slowest."""
-    axes = []
-    for part in filter(None, (p.strip() for p in spec.split(";"))):
-        if "=" not in part:
-            raise UsageError(f"--sweep: expected 'key=v1,v2' in {part!r}")
-        key, values = (s.strip() for s in part.split("=", 1))
-        current = _get(config, key)
-        axes.append([(key, _parse_value(key, v.strip(), current), v.strip()) for v in values.split(",")])
-    if not axes:
-        raise UsageError(f"--sweep: no axes in {spec!r}")
-    return list(itertools.product(*axes))
-
-
-def point_name(point) -> str:
-    return "__".join(f"{key}={text}" for key, _, text in point).replace("/", "_")
-
-
-def write_results(directory: str, rows: list[dict], brief: list[str] | None = None,
-                  labels: dict[str, str] | None = None) -> tuple[str, str]:
-    """results.csv with every column of `rows`, results.md with the columns `brief` only (all if None), each
-    headed by labels.get(column, column)."""
-    columns = []
-    for row in rows:
-        columns += [c for c in row if c not in columns]
-    csv_path, md_path = os.path.join(directory, "results.csv"), os.path.join(directory, "results.md")
-    with open(csv_path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=columns)
-        w.writeheader()
-        w.writerows(rows)
-
-    def fmt(v):
-        return f"{v:.4g}" if isinstance(v, float) else str(v if v is not None else "")
-
-    shown = columns if brief is None else brief
-    labels = labels or {}
-    with open(md_path, "w") as f:
-        f.write("| " + " | ".join(labels.get(c, c) for c in shown) + " |\n|" + "---|" * len(shown) + "\n")
-        for row in rows:
-            f.write("| " + " | ".join(fmt(row.get(c)) for c in shown) + " |\n")
-    return csv_path, md_path
 
 
 def _config_arg(argv) -> str | None:
@@ -200,7 +141,7 @@ def _first_unknown_key(config_arg: str, argv) -> str | None:
         if a.startswith("--config.") or a.startswith("--noconfig."):
             key = a.split("=", 1)[0].split(".", 1)[1]
             try:
-                _get(config, key)
+                sweep.get_field(config, key)
             except UsageError:
                 return key
     return None
@@ -232,6 +173,59 @@ def parse_flags(argv):
         fail(lines[-1] if lines else type(e).__name__)
 
 
+def run_args(workdir: str, *sets: str) -> list[str]:
+    """launch.py's arguments for one run in `workdir`: this command's --config, its --config.* overrides and
+    --allow_config_change, then `sets`."""
+    argv, overrides = sys.argv[1:], []
+    for i, a in enumerate(argv):
+        if a.startswith(("--config.", "--noconfig.")):
+            separate = "=" not in a and i + 1 < len(argv) and not argv[i + 1].startswith("--")
+            overrides.append(f"{a}={argv[i + 1]}" if separate and a.startswith("--config.") else a)
+    allow = FLAGS.allow_config_change
+    allow = [f"--allow_config_change={','.join(allow)}"] if allow else []
+    return [f"--config={FLAGS['config'].serialize().split('=', 1)[1]}", f"--workdir={workdir}", *overrides,
+            *allow, *sets]
+
+
+def point_sets(point) -> list[str]:
+    return [f"--config.{key}={text}" for key, _, text in point]
+
+
+def submit_slurm(grid, name: str) -> int:
+    """--slurm: the run as one job (every task under srun, jax.distributed from SLURM's environment), or the
+    sweep as one job array and a job that collects its table (seqjax/slurm.py)."""
+    if FLAGS.coordinator_address or FLAGS.num_processes is not None or FLAGS.process_id is not None:
+        fail("--slurm: every task finds its peers through SLURM (--coordinator_address=auto); drop "
+             "--coordinator_address, --num_processes and --process_id")
+    try:
+        resources = slurm.resources(FLAGS, name)
+    except UsageError as e:
+        fail(str(e))
+    workdir = os.path.abspath(FLAGS.workdir)
+    run = [sys.executable, os.path.join(ROOT, "launch.py")]
+    auto = ["--coordinator_address=auto"] if resources.tasks > 1 else []
+    if grid is None:
+        commands, collect = [[*run, *run_args(workdir), *auto]], None
+    else:
+        commands = [[*run, *run_args(os.path.join(workdir, sweep.point_name(p)), *point_sets(p)), *auto]
+                    for p in grid]
+        collect = [*run, *run_args(workdir), f"--sweep={FLAGS.sweep}", "--sweep_collect"]
+    try:
+        print("\n".join(slurm.launch(resources, commands, collect, workdir, FLAGS.slurm_dry_run)), flush=True)
+    except slurm.SubmitError as e:
+        fail(str(e), status=3)
+    return 0
+
+
+def exit_status(summary: dict) -> int:
+    """0 completed or stopped by a signal; slurm.REQUEUE_STATUS stopped by SIGUSR1 (the time-limit warning
+    the SLURM batch script asks for); 1 otherwise."""
+    if summary["status"] == "interrupted":
+        signal = (summary["interruption"] or {}).get("signal")
+        return slurm.REQUEUE_STATUS if signal == f"SIG{slurm.WARNING_SIGNAL}" else 0
+    return 0 if summary["status"] == "completed" else 1
+
+
 def main(argv):
     logging.set_verbosity(logging.WARNING)  # keep orbax's per-save INFO lines off the console
     if len(argv) > 1:
@@ -253,30 +247,47 @@ def main(argv):
     config = FLAGS.config
     config_arg = config_flags.get_config_filename(FLAGS["config"])
     name = experiment_name(config_arg)
+    try:
+        grid = sweep.parse_sweep(FLAGS.sweep, config) if FLAGS.sweep else None
+    except UsageError as e:
+        fail(str(e))
+    if FLAGS.sweep_collect or FLAGS.sweep_launch:
+        if grid is None:
+            fail(f"--{'sweep_collect' if FLAGS.sweep_collect else 'sweep_launch'} needs --sweep")
+    if FLAGS.slurm or FLAGS.slurm_dry_run:
+        return submit_slurm(grid, name)
+    if FLAGS.sweep_collect:
+        results = sweep.collect(FLAGS.workdir, grid)
+        paths = results.write(FLAGS.workdir)
+        missing = sum(row["status"] == sweep.MISSING for row in results.rows)
+        print(f"sweep results: {paths[0]}, {paths[1]} ({len(grid)} points, {missing} without summary.json)",
+              flush=True)
+        return 0
+    if FLAGS.sweep_launch:
+        for point in grid:
+            cmd = ["python", "launch.py", *run_args(os.path.join(FLAGS.workdir, sweep.point_name(point)),
+                                                    *point_sets(point))]
+            print(" ".join(shlex.quote(c) for c in cmd))
+        return 0
     if FLAGS.coordinator_address or FLAGS.num_processes:
+        if FLAGS.coordinator_address == "auto" and (FLAGS.num_processes is not None or
+                                                    FLAGS.process_id is not None):
+            fail("--coordinator_address=auto reads the process count and this process's id from the cluster: "
+                 "drop --num_processes and --process_id")
         with config.unlocked():
             config.distributed.coordinator_address = FLAGS.coordinator_address
             config.distributed.num_processes = FLAGS.num_processes or 1
             config.distributed.process_id = FLAGS.process_id or 0
-    try:
-        grid = parse_sweep(FLAGS.sweep, config) if FLAGS.sweep else None
-    except UsageError as e:
-        fail(str(e))
-
-    if grid is not None and FLAGS.sweep_launch:
-        overrides = [a for a in sys.argv[1:] if a.startswith("--config.")]
-        for point in grid:
-            sets = [f"--config.{key}={text}" for key, _, text in point]
-            cmd = ["python", "launch.py", f"--config={FLAGS['config'].serialize().split('=', 1)[1]}",
-                   f"--workdir={os.path.join(FLAGS.workdir, point_name(point))}", *overrides, *sets]
-            print(" ".join(shlex.quote(c) for c in cmd))
-        return 0
 
     # Multi-process setup must precede any other JAX use.
     from seqjax import parallel, preflight, stopping
     d = config.distributed
     try:
-        parallel.initialize_distributed(d.coordinator_address, d.num_processes, d.process_id)
+        if parallel.initialize_distributed(d.coordinator_address, d.num_processes, d.process_id) and \
+                d.coordinator_address == parallel.AUTO:
+            import jax
+            with config.unlocked():  # the run's saved config records what JAX found
+                d.num_processes, d.process_id = jax.process_count(), jax.process_index()
     except ValueError as e:
         fail(str(e))
     from seqjax.checkpoint import CheckpointError
@@ -291,36 +302,28 @@ def main(argv):
             with stopping.StopSignals("setup") as stop:
                 task = preflight.check_run(config, FLAGS.workdir)
                 summary = train_and_evaluate(config, FLAGS.workdir, name, allow, task=task, stop=stop)
-            return 0 if summary["status"] in ("completed", "interrupted") else 1
+            return exit_status(summary)
         points = []
         tasks = {}  # one task per distinct data config: building one loads its data
         for point in grid:
-            point_config = config.copy_and_resolve_references()
-            with point_config.unlocked():
-                for key, value, _ in point:
-                    parent, _, leaf = key.rpartition(".")
-                    (_get(point_config, parent) if parent else point_config)[leaf] = value
-            workdir = os.path.join(FLAGS.workdir, point_name(point))
+            point_config = sweep.point_config(config, point)
+            workdir = os.path.join(FLAGS.workdir, sweep.point_name(point))
             data_key = (point_config.task, point_config.data.to_json(sort_keys=True))
             tasks[data_key] = preflight.check_run(point_config, workdir, tasks.get(data_key))
             points.append((point, point_config, workdir, tasks[data_key]))
-        rows, brief, labels = [], [key for key, _, _ in grid[0]] + ["steps", "status"], {}
+        results, status = sweep.Results(grid), 0
         for point, point_config, workdir, task in points:
-            print(f"== sweep point {point_name(point)} -> {workdir}", flush=True)
+            print(f"== sweep point {sweep.point_name(point)} -> {workdir}", flush=True)
             summary = train_and_evaluate(point_config, workdir, name, allow, task=task)
-            rows.append({**{key: text for key, _, text in point}, "steps": summary["steps"],
-                         "status": summary["status"], **summary["final"]})
-            for metric in summary["headline"]["metrics"]:  # results.md: the headline figures only
-                if metric["name"] not in brief:
-                    brief.append(metric["name"])
-                    labels[metric["name"]] = f"{metric['name']} ({metric['better']} is better)"
+            results.add(point, summary)
             if summary["status"] == "interrupted":
+                status = exit_status(summary)
                 break
         import jax
         if jax.process_index() == 0:
-            paths = write_results(FLAGS.workdir, rows, brief, labels)
+            paths = results.write(FLAGS.workdir)
             print(f"sweep results: {paths[0]}, {paths[1]}", flush=True)
-        return 0
+        return status
     except preflight.RunError as e:
         fail(str(e), e.status)
     except NonFiniteLossError as e:

@@ -33,7 +33,8 @@ API_PAGES = [
                               "seqjax.metrics_io", "seqjax.configs", "seqjax.task", "seqjax.train",
                               "seqjax.cli", "seqjax.preflight", "seqjax.stopping"]),
     ("tasks", "Tasks", ["seqjax.tasks"]),
-    ("tools", "Tools (sample, viz)", ["seqjax.sample", "seqjax.viz"]),
+    ("tools", "Tools (sample, viz, sweep, slurm)", ["seqjax.sample", "seqjax.viz", "seqjax.sweep",
+                                                    "seqjax.slurm"]),
 ]
 
 

@@ -57,7 +57,8 @@ FIELD_DOCS = {
                        "run ('' = none)",
     "train.plots": "write training-curve PNGs at the end",
     "distributed.coordinator_address": "host:port of process 0 for jax.distributed.initialize ('' = a single "
-                                       "process)",
+                                       "process; 'auto' = JAX reads it, the process count and id from the "
+                                       "cluster: SLURM srun, Open MPI, a TPU pod slice)",
     "distributed.num_processes": "number of processes (multi-process runs)",
     "distributed.process_id": "this process's index in [0, num_processes)",
 }

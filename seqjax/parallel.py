@@ -30,6 +30,9 @@ DATA_AXIS = "data"
 INITIALIZATION_TIMEOUT_S = 120
 HEARTBEAT_TIMEOUT_S = 15
 SHUTDOWN_TIMEOUT_S = 30
+# distributed.coordinator_address that lets JAX read the coordinator, the process count and this process's id
+# from the cluster (jax.distributed.initialize() without them).
+AUTO = "auto"
 
 
 def initialize_distributed(coordinator_address: str = "", num_processes: int | None = 1,
@@ -44,19 +47,34 @@ def initialize_distributed(coordinator_address: str = "", num_processes: int | N
     could exit more quietly, but jax 0.10 cannot call a Python one (the status argument does not convert:
     std::bad_cast, checked). At exit a process waits at most SHUTDOWN_TIMEOUT_S for the others. jax's
     defaults (100 s and 300 s) are long for a run on one machine; a cluster with slow links can raise these.
+
+    coordinator_address=AUTO ignores the other two arguments: JAX detects the cluster (a SLURM job step
+    started by srun, Open MPI, a Cloud TPU pod slice) and reads all three from it; under SLURM it also
+    limits each process to the GPU numbered SLURM_LOCALID (jax/_src/clusters/slurm_cluster.py).
     """
     if not coordinator_address and (num_processes or 1) <= 1:
         return False
-    if not coordinator_address:
+    if coordinator_address == AUTO:
+        where = {}
+    elif not coordinator_address:
         raise ValueError(f"distributed.coordinator_address: required for num_processes={num_processes}")
-    if num_processes is None or process_id is None or not 0 <= process_id < num_processes:
+    elif num_processes is None or process_id is None or not 0 <= process_id < num_processes:
         raise ValueError(f"distributed.process_id: expected in [0, num_processes={num_processes}), "
                          f"got {process_id}")
+    else:
+        where = dict(coordinator_address=coordinator_address, num_processes=num_processes,
+                     process_id=process_id)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
-                               process_id=process_id, initialization_timeout=INITIALIZATION_TIMEOUT_S,
-                               heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S,
-                               shutdown_timeout_seconds=SHUTDOWN_TIMEOUT_S)
+    try:
+        jax.distributed.initialize(**where, initialization_timeout=INITIALIZATION_TIMEOUT_S,
+                                   heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S,
+                                   shutdown_timeout_seconds=SHUTDOWN_TIMEOUT_S)
+    except ValueError as e:
+        if where:
+            raise
+        raise ValueError(f"distributed.coordinator_address={AUTO!r}: JAX found no cluster to read the "
+                         "coordinator, process count and process id from (a SLURM job step started by srun, "
+                         f"Open MPI, a Cloud TPU pod slice): {e}") from None
     return True
 
 

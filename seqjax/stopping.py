@@ -1,4 +1,7 @@
-"""Stopping a run on SIGTERM/SIGINT: in every phase, and on the same step in every process.
+"""Stopping a run on SIGTERM/SIGINT/SIGUSR1: in every phase, and on the same step in every process.
+
+SIGUSR1 is the warning a SLURM job asks for before its time limit (`--signal=USR1@120`, seqjax/slurm.py):
+the run stops as on SIGTERM, and launch.py's exit status then tells the batch script to requeue the job.
 
 A signal sets a flag. The training loop reads it between steps, and in a multi-process run only at steps that
 every process reaches with the same decision to look (`StopSignals.agreed`): there the processes all-gather
@@ -22,6 +25,7 @@ import numpy as np
 # In a multi-process run the loop all-gathers the stop flags at every step that is a multiple of this (and at
 # every log, eval and save step). Each gather is a host round trip between the processes.
 STOP_CHECK_EVERY = 10
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
 
 class Interrupted(Exception):
@@ -38,7 +42,7 @@ def any_process(flag: bool) -> bool:
 
 
 class StopSignals:
-    """SIGTERM/SIGINT handlers for the run; `received` is the first signal's name, `phase` where it arrived.
+    """SIGNALS' handlers for the run; `received` is the first signal's name, `phase` where it arrived.
 
     `stopped` (set by `agreed`/`agree_now`) is the decision all processes share; the local flag alone is
     `received`.
@@ -54,7 +58,7 @@ class StopSignals:
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():  # Python allows handlers only there
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in SIGNALS:
                 self._old[sig] = signal.signal(sig, self._handle)
         return self
 

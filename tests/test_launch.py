@@ -4,6 +4,7 @@ import csv
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -175,6 +176,17 @@ def test_usage_errors_are_one_line_and_exit_2(args, message):
     err = [line for line in out.stderr.splitlines() if line.strip() and not line.startswith(("W", "I"))]
     assert len(err) == 1 and message in err[0], out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_auto_coordinator_outside_a_cluster_is_a_usage_error(tmp_path):
+    # No SLURM job step, Open MPI or TPU pod in the environment (the tests may run inside a SLURM job).
+    env = {k: v for k, v in launch_env().items() if not k.startswith(("SLURM_", "OMPI_"))}
+    out = subprocess.run(launch_cmd(f"--config={TOY}:smoke", f"--workdir={tmp_path / 'run'}",
+                                    "--coordinator_address=auto"), cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert len(error_lines(out)) == 1 and "JAX found no cluster to read the coordinator" in out.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def error_lines(out) -> list[str]:
@@ -352,3 +364,58 @@ def test_several_processes_refuse_parallel_none(tmp_path, monkeypatch):
     with pytest.raises(preflight.RunError, match="'none' runs on one device, but this run has"):
         preflight.check_run(toy_config(**{"train.parallel": "none"}), str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
+
+
+def test_slurm_dry_run_prints_the_batch_scripts_and_submits_nothing(tmp_path):
+    workdir = tmp_path / "sweep"
+    out = run_launch(f"--config={TOY}:smoke", f"--workdir={workdir}", "--config.train.steps=3",
+                     "--sweep=model.hidden_size=4,8", "--slurm_nodes=2", "--slurm_gpus_per_node=4",
+                     "--slurm_time=1:00:00", "--slurm_partition=gpu", "--slurm_sbatch=--qos=high",
+                     "--slurm_setup=module load cuda", "--slurm_dry_run", timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert not workdir.exists()
+    array, collect = out.stdout.split(f"# {workdir}/slurm-collect.sh")
+    lines = array.splitlines()
+    for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4", "#SBATCH --gpus-per-node=4",
+                 "#SBATCH --time=1:00:00", "#SBATCH --partition=gpu", "#SBATCH --array=0-1",
+                 "#SBATCH --signal=USR1@120", "#SBATCH --requeue", "#SBATCH --qos=high", "module load cuda",
+                 'srun --cpus-per-task=1 "${run[@]}"', '  scontrol requeue "$SLURM_JOB_ID"'):
+        assert line in lines, line
+    points = [line for line in lines if line.startswith(("  0)", "  1)"))]
+    assert len(points) == 2 and all("--coordinator_address=auto" in p for p in points)
+    for part in (f"--workdir={workdir}/model.hidden_size=8 ", "--config.model.hidden_size=8 ",
+                 "--config.train.steps=3 "):
+        assert part in points[1], part
+    assert "--dependency=afterany:" in collect.splitlines()[0]
+    assert "#SBATCH --ntasks-per-node=1" in collect and "--sweep_collect" in collect
+    assert "--gpus-per-node" not in collect and "--coordinator_address" not in collect
+    for script in (array, collect):  # each is a valid bash script
+        text = script[script.index("#!/bin/bash"):]
+        assert subprocess.run(["bash", "-n"], input=text, text=True).returncode == 0, text
+
+
+def test_slurm_without_sbatch_is_an_environment_error(tmp_path):
+    env = {**launch_env(), "PATH": str(tmp_path)}  # no sbatch on the PATH (python is named by its full path)
+    out = subprocess.run(launch_cmd(f"--config={TOY}:smoke", f"--workdir={tmp_path / 'run'}", "--slurm"),
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 3, out.stderr[-3000:]
+    assert len(error_lines(out)) == 1 and "sbatch not found: submit from a SLURM login node" in out.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--slurm_nodes=2", "--slurm_gpus_per_node=4", "--slurm_tasks_per_node=1"], "needs one task per GPU"),
+    (["--slurm_time=soon"], "--slurm_time: 'soon' is no SLURM time"),
+    (["--slurm_nodes=0"], "--slurm_nodes: expected >= 1, got 0"),
+    (["--slurm_sbatch=qos=high"], "--slurm_sbatch: expected an sbatch option"),
+])
+def test_slurm_flags_refuse_what_slurm_or_jax_cannot_use(args, message):
+    from absl import flags
+
+    from seqjax import cli, slurm
+
+    values = flags.FlagValues()
+    slurm.define_flags(values)
+    values(["launch.py", *args])
+    with pytest.raises(cli.UsageError, match=re.escape(message)):
+        slurm.resources(values, "toy_smoke")

@@ -24,7 +24,7 @@ LAYERS = [
     ("training", ["seqjax.optim", "seqjax.checkpoint", "seqjax.workdir", "seqjax.parallel",
                   "seqjax.metrics_io", "seqjax.configs", "seqjax.task", "seqjax.tasks", "seqjax.train",
                   "seqjax.cli", "seqjax.preflight", "seqjax.stopping"]),
-    ("tools", ["seqjax.sample", "seqjax.viz"]),
+    ("tools", ["seqjax.sample", "seqjax.viz", "seqjax.sweep", "seqjax.slurm"]),
 ]
 # Lower layers that a layer may NOT import although they are lower: data loaders are plain NumPy.
 FORBIDDEN = {"data": {"pure core", "nn", "models"}}
