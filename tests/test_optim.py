@@ -24,11 +24,13 @@ def np_params(rng):
 
 
 ROLES = {"dense": {"kernel": Kernel, "bias": Bias}, "norm": {"scale": Norm}}
+AXES = {"dense": {"kernel": ("embed", "mlp"), "bias": ("mlp",)}, "norm": {"scale": ("mlp",)}}
 
 
 def with_roles(tree) -> nnx.State:
     """The NumPy tree as an NNX state whose leaves carry their roles (what weight decay reads)."""
-    return nnx.State({a: {b: ROLES[a][b](jnp.asarray(x)) for b, x in d.items()} for a, d in tree.items()})
+    return nnx.State({a: {b: ROLES[a][b](jnp.asarray(x), AXES[a][b]) for b, x in d.items()}
+                      for a, d in tree.items()})
 
 
 def values(state) -> dict:
