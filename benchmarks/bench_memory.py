@@ -69,7 +69,8 @@ def _config(c: dict, mesh: str):
     config = configs.base("bench_memory:RandomTokens", "gpt")
     config.data.vocab_size, config.data.seq_len = c["vocab_size"], c["seq_len"]
     m = config.model
-    m.d_model, m.num_layers, m.num_heads, m.mlp_dim = c["d_model"], c["num_layers"], c["num_heads"], 4 * c["d_model"]
+    m.d_model, m.num_layers, m.num_heads = c["d_model"], c["num_layers"], c["num_heads"]
+    m.mlp_dim = 4 * c["d_model"]
     m.max_len = c["seq_len"]
     config.train.batch_size, config.train.mesh = c["batch_size"], mesh
     return config
@@ -81,7 +82,6 @@ def measure(c: dict, mesh: str, run: bool) -> dict:
 
     jax.config.update("jax_num_cpu_devices", DEVICES)
     from seqjax import optim, parallel, sharding, train
-    from seqjax.nn.params import count_params  # noqa: F401 - the same count as the model's
     from seqjax.task import build_task
 
     config = _config(c, mesh)
@@ -177,8 +177,9 @@ def main() -> None:
             continue
         r = json.loads(result.stdout.strip().splitlines()[-1])
         mib = lambda b: f"{b / 2**20:,.0f} MiB"  # noqa: E731
-        line = (f"{mesh:8s} params {r['params'] / 1e6:.0f} M | state/device {mib(r['state_bytes_per_device'])} "
-                f"| compiled peak/device {mib(r['peak_bytes_per_device'])}")
+        line = (f"{mesh:8s} params {r['params'] / 1e6:.0f} M | state/device "
+                f"{mib(r['state_bytes_per_device'])} | compiled peak/device "
+                f"{mib(r['peak_bytes_per_device'])}")
         if args.run:
             line += (f" | allocated state/device {mib(r['state_bytes_per_device_allocated'])} | process peak "
                      f"RSS {mib(r['rss_peak_bytes'])} | step {r['step_s']:.1f} s, loss {r['loss']:.3f}")

@@ -30,8 +30,8 @@ API_PAGES = [
     ("nn", "NNX layers (seqjax.nn)", ["seqjax.nn"]),
     ("models", "Models", ["seqjax.models"]),
     ("training", "Training", ["seqjax.optim", "seqjax.checkpoint", "seqjax.workdir", "seqjax.sharding",
-                              "seqjax.parallel", "seqjax.metrics_io", "seqjax.configs", "seqjax.task", "seqjax.train",
-                              "seqjax.cli", "seqjax.preflight", "seqjax.stopping"]),
+                              "seqjax.parallel", "seqjax.metrics_io", "seqjax.configs", "seqjax.task",
+                              "seqjax.train", "seqjax.cli", "seqjax.preflight", "seqjax.stopping"]),
     ("tasks", "Tasks", ["seqjax.tasks"]),
     ("tools", "Tools (sample, viz)", ["seqjax.sample", "seqjax.viz"]),
 ]

@@ -215,7 +215,11 @@ def load_params(path: str, params: Any) -> Any:
                          f"unexpected {unexpected[:5]}, shape mismatches {shapes[:5]}")
     leaves, treedef = jax.tree_util.tree_flatten(params)
     keys = list(flat_by_path(params))
-    new = [jax.device_put(np.asarray(saved[k]).astype(leaf.dtype), leaf.sharding) for k, leaf in
+
+    def placed(value: np.ndarray, sharding) -> jax.Array:  # each device its shard, on any mesh and process
+        return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+    new = [placed(np.asarray(saved[k]).astype(leaf.dtype), leaf.sharding) for k, leaf in
            zip(keys, leaves, strict=True)]
     return jax.tree_util.tree_unflatten(treedef, new)
 
