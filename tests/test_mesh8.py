@@ -40,16 +40,24 @@ def setup(name: str):
 
 
 @functools.cache
-def run(name: str, mesh: str | None, steps: int = STEPS):
-    """(runner, state, losses, graphdef) after `steps` steps on `mesh` (None: one device); each run once."""
+def steps_of(name: str):
+    """(graphdef, make, abstract state, train_fn, eval_fn): one set of functions for every mesh, so jax traces
+    each once."""
     config, task = setup(name)
     tx, schedule = optim.make_optimizer(config.optim, config.train.steps)
     graphdef, make = train.state_initializer(config, task, tx)
-    train_fn = train.make_train_step(task, graphdef, tx, schedule)
-    eval_fn = train.make_eval_step(task, graphdef)
+    return (graphdef, make, jax.eval_shape(make), train.make_train_step(task, graphdef, tx, schedule),
+            train.make_eval_step(task, graphdef))
+
+
+@functools.cache
+def run(name: str, mesh: str | None, steps: int = STEPS):
+    """(runner, state, losses, graphdef) after `steps` steps on `mesh` (None: one device); each run once."""
+    config, task = setup(name)
+    graphdef, make, abstract, train_fn, eval_fn = steps_of(name)
     runner = parallel.make_runner("none" if mesh is None else "mesh", train_fn, eval_fn,
                                   mesh=mesh or "data:-1", rules=config.train.sharding_rules,
-                                  abstract_state=jax.eval_shape(make))
+                                  abstract_state=abstract)
     state = runner.create_state(make)
     it = ArrayIterator(task.data()["train"], config.train.batch_size, seed=config.seed)
     losses = []
@@ -159,10 +167,8 @@ def _state_on(mesh: str, devices, host_state, abstract_state, rules: str):
     (("data:1", slice(3, 4)), ("data:8", slice(0, 8))),
 ])
 def test_a_checkpoint_restores_onto_another_mesh_bitwise(tmp_path, saved, restored):
-    config, task = setup("gpt")
-    tx, _ = optim.make_optimizer(config.optim, config.train.steps)
-    graphdef, make = train.state_initializer(config, task, tx)
-    abstract = jax.eval_shape(make)
+    config, _ = setup("gpt")
+    abstract = steps_of("gpt")[2]
     _, ref_state, _, _ = reference("gpt")  # trained: Adam moments are not zeros
     host = jax.device_get(ref_state)
     rules = config.train.sharding_rules
