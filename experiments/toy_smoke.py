@@ -52,9 +52,9 @@ class ToyModel(nnx.Module):
     def __init__(self, num_inputs: int, num_outputs: int, *, hidden_size: int = 16,
                  output_dropout: float = 0.0,
                  layer_norm_epsilon: float = 1e-6, rngs: nnx.Rngs):
-        self.inp = nn.Dense(num_inputs, hidden_size, rngs=rngs)
+        self.inp = nn.Dense(num_inputs, hidden_size, axes=("features", "embed"), rngs=rngs)
         self.norm = nn.LayerNorm(hidden_size, epsilon=layer_norm_epsilon, rngs=rngs)
-        self.out = nn.Dense(hidden_size, num_outputs, rngs=rngs)
+        self.out = nn.Dense(hidden_size, num_outputs, axes=("embed", "classes"), rngs=rngs)
         self.output_dropout = output_dropout
 
     def __call__(self, x: jax.Array, key: jax.Array | None = None) -> jax.Array:

@@ -45,7 +45,7 @@ class BagOfEmbeddings(nnx.Module):
 
     def __init__(self, V: int, E: int, *, rngs: nnx.Rngs):
         self.embed = Embedding(V, E, init_scale=0.1, rngs=rngs)
-        self.head = Dense(E, 2, rngs=rngs)
+        self.head = Dense(E, 2, axes=("embed", "classes"), rngs=rngs)
 
     def __call__(self, tokens, lengths):
         return self.head(patterns.pool(self.embed(tokens), lengths=lengths, method="mean"))

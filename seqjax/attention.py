@@ -126,6 +126,12 @@ class MultiHeadParams(NamedTuple):
     bv: jax.Array | None = None
     bo: jax.Array | None = None
     BIASES = ("bq", "bk", "bv", "bo")  # additive offsets (seqjax.nn.params: never weight-decayed)
+    # Logical axis names (seqjax.nn.params): sharding heads is Megatron's column split of wq/wk/wv and row
+    # split of wo.
+    AXES = {"wq": ("embed", "heads", "kv"), "wk": ("embed", "kv_heads", "kv"),
+            "wv": ("embed", "kv_heads", "kv"),
+            "wo": ("heads", "kv", "embed"), "bq": ("heads", "kv"), "bk": ("kv_heads", "kv"),
+            "bv": ("kv_heads", "kv"), "bo": ("embed",)}
 
 
 def head_dims(d_model: int, num_heads: int, num_kv_heads: int | None = None,

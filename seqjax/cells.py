@@ -43,6 +43,8 @@ class RNNParams(NamedTuple):
     w_h: jax.Array  # [H, H]
     b: jax.Array  # [H]
     BIASES = ("b",)  # the fields that are additive offsets (seqjax.nn.params: never weight-decayed)
+    # The logical names of each field's axes (seqjax.nn.params).
+    AXES = {"w_x": ("embed", "gates"), "w_h": ("hidden", "gates"), "b": ("gates",)}
 
 
 class LSTMParams(NamedTuple):
@@ -51,6 +53,7 @@ class LSTMParams(NamedTuple):
     w_h: jax.Array  # [H, 4H]
     b: jax.Array  # [4H]  (= PyTorch bias_ih + bias_hh)
     BIASES = ("b",)
+    AXES = {"w_x": ("embed", "gates"), "w_h": ("hidden", "gates"), "b": ("gates",)}
 
 
 class GRUParams(NamedTuple):
@@ -60,6 +63,7 @@ class GRUParams(NamedTuple):
     b_x: jax.Array  # [3H]  (= PyTorch bias_ih)
     b_h: jax.Array  # [3H]  (= PyTorch bias_hh)
     BIASES = ("b_x", "b_h")
+    AXES = {"w_x": ("embed", "gates"), "w_h": ("hidden", "gates"), "b_x": ("gates",), "b_h": ("gates",)}
 
 
 class HiddenState(NamedTuple):

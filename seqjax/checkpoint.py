@@ -42,14 +42,20 @@ def abstract_tree(tree: Any) -> Any:
 
 
 def host_array(x: Any) -> np.ndarray:
-    """One copy of a (possibly multi-process, replicated) array on this host."""
+    """The full value of a (possibly sharded, possibly multi-process) array on this host. An array sharded
+    over processes is gathered (a collective: every process calls this for it, as save and restore do)."""
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
-        x = x.addressable_data(0)
+        if x.is_fully_replicated:
+            return np.asarray(x.addressable_data(0))
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(x)
 
 
 def checksums(tree: Any) -> dict[str, str]:
-    """{path: sha256 of dtype, shape and bytes} of each leaf: what a save stores and a restore verifies."""
+    """{path: sha256 of dtype, shape and bytes} of each leaf: what a save stores and a restore verifies. Of
+    the whole array, whatever its sharding, so a checkpoint restored onto another mesh verifies too."""
     out = {}
     for path, leaf in flat_by_path(tree).items():
         a = np.ascontiguousarray(host_array(leaf))
@@ -209,7 +215,11 @@ def load_params(path: str, params: Any) -> Any:
                          f"unexpected {unexpected[:5]}, shape mismatches {shapes[:5]}")
     leaves, treedef = jax.tree_util.tree_flatten(params)
     keys = list(flat_by_path(params))
-    new = [jax.device_put(np.asarray(saved[k]).astype(leaf.dtype), leaf.sharding) for k, leaf in
+
+    def placed(value: np.ndarray, sharding) -> jax.Array:  # each device its shard, on any mesh and process
+        return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+    new = [placed(np.asarray(saved[k]).astype(leaf.dtype), leaf.sharding) for k, leaf in
            zip(keys, leaves, strict=True)]
     return jax.tree_util.tree_unflatten(treedef, new)
 

@@ -52,6 +52,13 @@ FIELD_DOCS = {
     "train.async_checkpoints": "save checkpoints in a background thread",
     "train.parallel": "'mesh' (jit over a 1-D device mesh, axis 'data'), 'pmap', or 'none' (a mesh of one "
                       "device)",
+    "train.mesh": "the device mesh of train.parallel='mesh', 'axis:size,...' over the axes data (batch "
+                  "only), fsdp (parameters, gradients, optimiser state and batch) and tensor (attention "
+                  "heads and MLP, Megatron); -1 = the remaining devices, e.g. 'data:2,fsdp:2,tensor:2' "
+                  "(seqjax/sharding.py)",
+    "train.sharding_rules": "logical parameter axis -> mesh axes, 'embed:fsdp,mlp:tensor,...' ('a+b' for "
+                            "two); unnamed axes, and axes whose size the mesh axes do not divide, are "
+                            "replicated (seqjax/nn/params.py LOGICAL_AXES, seqjax/sharding.py)",
     "train.mixed_precision": "bf16 compute with f32 params and optimiser state",
     "train.init_from": "path of another run's workdir or checkpoint step dir whose params initialise this "
                        "run ('' = none)",
@@ -195,6 +202,8 @@ def base(task: str, model_name: str, *, optimizer: str = "adamw") -> ml_collecti
     t.keep_checkpoints = 3
     t.async_checkpoints = True
     t.parallel = "mesh"
+    t.mesh = "data:-1"
+    t.sharding_rules = "embed:fsdp,vocab:tensor,heads:tensor,kv_heads:tensor,mlp:tensor"
     t.mixed_precision = False
     t.init_from = ""
     t.plots = True

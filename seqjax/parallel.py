@@ -1,14 +1,17 @@
 """Devices, meshes and batch placement for the three execution modes of `train.py`.
 
-- "mesh" (default): `jax.jit` over a 1-D mesh with axis "data" spanning every device of every process.
-  Parameters and optimiser state are replicated (`P()`), each batch is split along B (`P("data")`). The mesh
-  uses `AxisType.Auto` (GSPMD propagation), not jax 0.10's `make_mesh` default `Explicit`: models here carry
-  no sharding annotations, and Explicit ("sharding in types") raises ShardingTypeError on ops whose output
-  sharding is ambiguous, e.g. the [B] -> [A, B/A] reshape that splits micro-batches, or a gather along B
-  (checked on jax 0.10.2); Auto lets the compiler choose and insert collectives.
+- "mesh" (default): `jax.jit` over the device mesh of `train.mesh` (seqjax/sharding.py: axes data, fsdp,
+  tensor) spanning every device of every process. The state is created, kept and saved with the shardings
+  its parameters' logical axes get under `train.sharding_rules` (replicated on a "data"-only mesh, the
+  default `data:-1`); each batch is split along B over data x fsdp. The mesh uses `AxisType.Auto` (GSPMD
+  propagation), not jax 0.10's `make_mesh` default `Explicit`: the models carry no activation sharding
+  annotations, and Explicit ("sharding in types") raises ShardingTypeError on ops whose output sharding is
+  ambiguous, e.g. the [B] -> [A, B/A] reshape that splits micro-batches, or a gather along B (checked on jax
+  0.10.2); Auto lets the compiler choose and insert collectives.
 - "pmap": `jax.pmap` over this process's devices with axis name "data"; state is copied per device and the
-  step averages gradients with `lax.pmean` across all devices of all processes.
-- "none": the mesh over one device.
+  step averages gradients with `lax.pmean` across all devices of all processes. `train.mesh` must be
+  data-only.
+- "none": the mesh over one device (`train.mesh` must fit one device, as `data:-1` does).
 
 In every mode each process holds `batch_size // process_count` rows of the global batch.
 """
@@ -21,8 +24,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
+
+from seqjax import sharding
+from seqjax.data.iterators import eval_batches
 
 DATA_AXIS = "data"
 # jax.distributed timeouts (seconds): waiting for all processes to join, a peer's silence before it counts
@@ -78,24 +84,33 @@ def initialize_distributed(coordinator_address: str = "", num_processes: int | N
     return True
 
 
-def make_mesh(devices: list | None = None) -> Mesh:
-    """A 1-D ("data",) mesh over `devices` (default: all devices of all processes), Auto axis type."""
-    devices = jax.devices() if devices is None else list(devices)
-    return Mesh(np.asarray(devices), (DATA_AXIS,), axis_types=(AxisType.Auto,))
-
-
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-    return NamedSharding(mesh, P(DATA_AXIS))
-
-
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
-def check_batch_divides(batch_size: int, num_devices: int, accum_steps: int = 1) -> None:
-    if batch_size % (num_devices * accum_steps):
-        raise ValueError(f"train.batch_size: {batch_size} is not divisible by devices ({num_devices}) x "
-                         f"optim.accum_steps ({accum_steps})")
+def batch_ways(mode: str, mesh: str) -> int:
+    """Into how many parts `train.parallel` = `mode` with `train.mesh` = `mesh` splits each batch; checks that
+    the mesh fits the mode and the devices."""
+    if mode == "pmap":
+        sizes = sharding.parse_mesh(mesh, jax.local_device_count() * jax.process_count())
+        if sizes["fsdp"] > 1 or sizes["tensor"] > 1:
+            raise ValueError(f"train.mesh={mesh!r}: train.parallel='pmap' replicates the state, so its mesh "
+                             "is data-only ('data:-1'); use train.parallel='mesh' to shard")
+        return sizes["data"]
+    sizes = sharding.parse_mesh(mesh, 1 if mode == "none" else jax.device_count())
+    ways = sizes["data"] * sizes["fsdp"]
+    if mode == "mesh" and ways % jax.process_count():
+        raise ValueError(f"train.mesh={mesh!r}: the batch axes data x fsdp = {ways} must be a multiple of "
+                         f"the {jax.process_count()} processes (each process feeds its own rows; tensor "
+                         "parallelism stays within a process)")
+    return ways
+
+
+def check_batch_divides(batch_size: int, ways: int, accum_steps: int = 1) -> None:
+    if batch_size % (ways * accum_steps):
+        raise ValueError(f"train.batch_size: {batch_size} is not divisible by the batch's shards ({ways}: "
+                         f"mesh axes data x fsdp, or the devices under pmap) x optim.accum_steps "
+                         f"({accum_steps})")
 
 
 def to_global(tree: Any, sharding: NamedSharding) -> Any:
@@ -105,6 +120,24 @@ def to_global(tree: Any, sharding: NamedSharding) -> Any:
     its rows); for a replicated sharding every process passes the same full value.
     """
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
+
+
+def place(tree: Any, shardings: Any) -> Any:
+    """`tree` (host arrays, or jax.Arrays on any devices, with the full value on every process) on
+    `shardings` (a tree of its structure, or one sharding for all). An array already there stays."""
+
+    def put(x, s):
+        if isinstance(x, jax.Array):
+            if x.sharding == s:
+                return x
+            if x.is_fully_addressable == s.is_fully_addressable:  # jax reshards between devices
+                return jax.device_put(x, s)
+        x = np.asarray(x)  # through the host: this process's copy onto devices of many processes
+        return jax.make_array_from_callback(x.shape, s, lambda index: x[index])
+
+    if isinstance(shardings, jax.sharding.Sharding):
+        return jax.tree.map(lambda x: put(x, shardings), tree)
+    return jax.tree.map(put, tree, shardings)
 
 
 def replicate(tree: Any, n: int) -> Any:
@@ -140,31 +173,44 @@ def split_leading(tree: Any, n: int, name: str = "batch") -> Any:
 class Runner(NamedTuple):
     """The compiled steps and how values enter and leave them: all the training loop knows of the devices.
 
-    place_state: one host copy of the TrainState -> the steps' state argument.
+    create_state: the state's initialiser (a function of no arguments) -> the state, made where it is kept:
+        under a mesh by one jit with the state's shardings as out_shardings (no full copy on one device
+        first); under pmap on one device (place_state then copies it).
+    place_state: one copy of the TrainState (as created, restored or loaded) -> the steps' state argument.
     place_batch: this process's rows [B/P, ...] of the global batch [B, ...] (P processes) -> the batch.
     one_copy: the steps' state or metrics -> one copy, as saved and logged.
     """
     train_step: Callable  # (state, batch, rng) -> (state, metrics); donates the state
     eval_step: Callable  # (state, batch) -> metrics
+    create_state: Callable
     place_state: Callable
     place_batch: Callable
     one_copy: Callable
     num_devices: int
+    batch_ways: int  # into how many parts a batch is split (data x fsdp; the devices under pmap)
+    mesh: Mesh | None  # None under pmap
+    state_sharding: Any  # the state's shardings (the structure of the state, or one for all); None under pmap
 
 
-def mesh_runner(train_fn: Callable, eval_fn: Callable, devices: list | None = None) -> Runner:
-    """jit over a 1-D "data" mesh of `devices` (default: every device of every process): state replicated,
-    batch split along B."""
-    mesh = make_mesh(devices)
-    rep, data = replicated(mesh), batch_sharding(mesh)
+def mesh_runner(train_fn: Callable, eval_fn: Callable, devices: list | None = None, *, mesh: str = "data:-1",
+                rules: str = "", abstract_state: Any = None) -> Runner:
+    """jit over the mesh `mesh` (train.mesh) of `devices` (default: every device of every process): the state
+    sharded by `rules` (train.sharding_rules) from the logical axes of `abstract_state`'s parameters (None:
+    replicated), the batch split along B over data x fsdp."""
+    device_mesh = sharding.make_mesh(mesh, devices)
+    rep, data = replicated(device_mesh), sharding.batch_sharding(device_mesh)
+    state = rep if abstract_state is None else sharding.state_shardings(
+        abstract_state, device_mesh, sharding.parse_rules(rules))
     return Runner(
-        train_step=jax.jit(train_fn, in_shardings=(rep, data, rep), out_shardings=(rep, rep),
+        train_step=jax.jit(train_fn, in_shardings=(state, data, rep), out_shardings=(state, rep),
                            donate_argnums=0),
-        eval_step=jax.jit(eval_fn, in_shardings=(rep, data), out_shardings=rep),
-        place_state=functools.partial(to_global, sharding=rep),
+        eval_step=jax.jit(eval_fn, in_shardings=(state, data), out_shardings=rep),
+        create_state=lambda make: jax.jit(make, out_shardings=state)(),
+        place_state=functools.partial(place, shardings=state),
         place_batch=functools.partial(to_global, sharding=data),
         one_copy=lambda tree: tree,
-        num_devices=mesh.size)
+        num_devices=device_mesh.size,
+        batch_ways=sharding.batch_divisor(device_mesh), mesh=device_mesh, state_sharding=state)
 
 
 def pmap_runner(train_fn: Callable, eval_fn: Callable, devices: list | None = None) -> Runner:
@@ -178,21 +224,38 @@ def pmap_runner(train_fn: Callable, eval_fn: Callable, devices: list | None = No
         train_step=jax.pmap(train_fn, axis_name=DATA_AXIS, in_axes=(0, 0, None), donate_argnums=0,
                             devices=devices),
         eval_step=jax.pmap(eval_fn, axis_name=DATA_AXIS, devices=devices),
+        create_state=lambda make: jax.jit(make)(),
         place_state=functools.partial(replicate, n=n),
         place_batch=functools.partial(split_leading, n=n, name="batch"),  # [n, B/(P n), ...]
         one_copy=unreplicate,
-        num_devices=n * jax.process_count())
+        num_devices=n * jax.process_count(), batch_ways=n * jax.process_count(), mesh=None,
+        state_sharding=None)
 
 
-def make_runner(mode: str, train_fn: Callable, eval_fn: Callable, devices: list | None = None) -> Runner:
-    """`train.parallel`: "mesh" (every device), "none" (a mesh of one device) or "pmap"."""
-    if mode == "mesh":
-        return mesh_runner(train_fn, eval_fn, devices)
-    if mode == "none":
-        if jax.process_count() > 1:
-            raise ValueError("train.parallel='none' is one device: a multi-process run needs 'mesh' or "
-                             "'pmap'")
-        return mesh_runner(train_fn, eval_fn, (devices or jax.local_devices())[:1])
+def make_runner(mode: str, train_fn: Callable, eval_fn: Callable, devices: list | None = None, *,
+                mesh: str = "data:-1", rules: str = "", abstract_state: Any = None) -> Runner:
+    """`train.parallel`: "mesh" (every device, laid out as `mesh`, the state sharded by `rules`), "none" (a
+    mesh of one device) or "pmap" (a data-only `mesh`). See `mesh_runner` for the arguments."""
+    if mode not in ("mesh", "none", "pmap"):
+        raise ValueError(f"train.parallel: expected 'mesh', 'pmap' or 'none', got {mode!r}")
+    if mode == "none" and jax.process_count() > 1:
+        raise ValueError("train.parallel='none' is one device: a multi-process run needs 'mesh' or 'pmap'")
+    if devices is None:
+        batch_ways(mode, mesh)  # checks the mesh against the mode and the processes
     if mode == "pmap":
         return pmap_runner(train_fn, eval_fn, devices)
-    raise ValueError(f"train.parallel: expected 'mesh', 'pmap' or 'none', got {mode!r}")
+    if mode == "none":
+        devices = (devices or jax.local_devices())[:1]
+    return mesh_runner(train_fn, eval_fn, devices, mesh=mesh, rules=rules, abstract_state=abstract_state)
+
+
+def evaluate_split(runner: Runner, state: Any, arrays: dict[str, np.ndarray], batch_size: int,
+                   num_batches: int = 0) -> dict[str, float]:
+    """Mean of the per-batch eval metrics over `num_batches` batches of the split (0 = the whole split)."""
+    totals, count = {}, 0
+    for batch in eval_batches(arrays, batch_size, num_batches, jax.process_index(), jax.process_count()):
+        metrics = jax.device_get(runner.one_copy(runner.eval_step(state, runner.place_batch(batch))))
+        for k, v in metrics.items():
+            totals[k] = totals.get(k, 0.0) + float(v)
+        count += 1
+    return {k: v / count for k, v in totals.items()}

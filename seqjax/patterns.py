@@ -140,6 +140,7 @@ def one_to_many(cell: Cell, params, x0: jax.Array, T: int, *,
 class GeneralAttentionParams(NamedTuple):
     """Luong "general": score(q, k) = q^T W k."""
     w: jax.Array  # [H, H]
+    AXES = {"w": ("hidden", "hidden")}  # logical axis names (seqjax.nn.params)
 
 
 class AdditiveAttentionParams(NamedTuple):
@@ -147,6 +148,7 @@ class AdditiveAttentionParams(NamedTuple):
     w_q: jax.Array  # [H, A]
     w_k: jax.Array  # [H, A]
     v: jax.Array  # [A]
+    AXES = {"w_q": ("hidden", "attention"), "w_k": ("hidden", "attention"), "v": ("attention",)}
 
 
 def attention_keys(kind: str, params, enc: jax.Array) -> jax.Array:
@@ -220,6 +222,7 @@ class Projection(NamedTuple):
     w: jax.Array  # [D, O]
     b: jax.Array  # [O]
     BIASES = ("b",)  # additive offsets (seqjax.nn.params: never weight-decayed)
+    AXES = {"w": ("hidden", "hidden"), "b": ("hidden",)}  # as used here: [2H, H] and [2H, n H]
 
 
 class Seq2SeqParams(NamedTuple):
@@ -234,6 +237,8 @@ class Seq2SeqParams(NamedTuple):
     w_out: jax.Array  # [H, V_tgt], or [2H, V_tgt] for bahdanau
     b_out: jax.Array  # [V_tgt]
     BIASES = ("b_out",)  # additive offsets (seqjax.nn.params: never weight-decayed)
+    AXES = {"src_embed": ("vocab", "embed"), "tgt_embed": ("vocab", "embed"), "w_c": ("hidden", "hidden"),
+            "w_out": ("hidden", "vocab"), "b_out": ("vocab",)}  # logical axis names (seqjax.nn.params)
 
 
 class Encoded(NamedTuple):

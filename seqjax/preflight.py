@@ -46,15 +46,16 @@ def _check_ranges(config) -> None:
 def _check_devices(config) -> None:
     import jax
 
-    from seqjax import parallel
+    from seqjax import parallel, sharding
 
     t = config.train
     if t.parallel == "none" and jax.process_count() > 1:
         raise RunError(f"train.parallel='none' runs on one device, but this run has {jax.process_count()} "
                        "processes: use 'mesh' or 'pmap'")
-    devices = {"mesh": jax.device_count(), "pmap": jax.local_device_count() * jax.process_count(), "none": 1}
     try:
-        parallel.check_batch_divides(t.batch_size, devices[t.parallel], config.optim.accum_steps)
+        sharding.parse_rules(t.sharding_rules)
+        parallel.check_batch_divides(t.batch_size, parallel.batch_ways(t.parallel, t.mesh),
+                                     config.optim.accum_steps)
     except ValueError as e:
         raise RunError(str(e)) from None
 

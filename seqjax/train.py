@@ -23,9 +23,9 @@ import optax
 from flax import nnx
 
 from seqjax import checkpoint as ckpt_lib
-from seqjax import metrics_io, optim, parallel, stopping
+from seqjax import metrics_io, optim, parallel, sharding, stopping
 from seqjax import workdir as workdir_lib
-from seqjax.data.iterators import ArrayIterator, check_split_lengths, eval_batches
+from seqjax.data.iterators import ArrayIterator, check_split_lengths
 from seqjax.task import Task, build_model, build_task, headline, result_block
 
 # Losses stay on the device until a log line or a save needs them: reading each one at once would make every
@@ -52,11 +52,11 @@ def log(msg: str) -> None:
 # ======================================================================== the state and the pure steps
 
 
-def init_state(config, task: Task, tx: optax.GradientTransformation) -> tuple[nnx.GraphDef, TrainState]:
-    """(graphdef, TrainState at step 0) of `build_model(config, task, nnx.Rngs(config.seed))`.
-
-    Initialisation runs as one jitted function: op-by-op it would compile every initialiser separately.
-    """
+def state_initializer(config, task: Task, tx: optax.GradientTransformation
+                      ) -> tuple[nnx.GraphDef, Callable[[], TrainState]]:
+    """(graphdef, make): `make()` is the TrainState at step 0 of `build_model(config, task,
+    nnx.Rngs(config.seed))`, to run as one jitted function (op-by-op it would compile every initialiser
+    separately; `parallel.Runner.create_state` jits it with the state's shardings as out_shardings)."""
 
     def model() -> nnx.Module:
         return build_model(config, task, nnx.Rngs(config.seed))
@@ -65,7 +65,12 @@ def init_state(config, task: Task, tx: optax.GradientTransformation) -> tuple[nn
         _, params, rest = nnx.split(model(), nnx.Param, ...)
         return TrainState(jnp.zeros((), jnp.int32), params, rest, tx.init(params))
 
-    graphdef = nnx.split(nnx.eval_shape(model), nnx.Param, ...)[0]
+    return nnx.split(nnx.eval_shape(model), nnx.Param, ...)[0], make
+
+
+def init_state(config, task: Task, tx: optax.GradientTransformation) -> tuple[nnx.GraphDef, TrainState]:
+    """(graphdef, TrainState at step 0) on the default device."""
+    graphdef, make = state_initializer(config, task, tx)
     return graphdef, jax.jit(make)()
 
 
@@ -152,28 +157,21 @@ def make_eval_step(task: Task, graphdef: nnx.GraphDef, *, mixed_precision: bool 
 
 
 def _compiled_steps(config, task: Task, graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
-                    schedule: optax.Schedule) -> parallel.Runner:
-    """The run's train and eval steps for `train.parallel` (jit and pmap compile on the first call)."""
+                    schedule: optax.Schedule, abstract_state: TrainState) -> parallel.Runner:
+    """The run's train and eval steps for `train.parallel` and `train.mesh`, the state sharded by
+    `train.sharding_rules` (jit and pmap compile on the first call)."""
     t = config.train
     axis_name = parallel.DATA_AXIS if t.parallel == "pmap" else None
     train_fn = make_train_step(task, graphdef, tx, schedule, accum_steps=config.optim.accum_steps,
                                mixed_precision=t.mixed_precision, axis_name=axis_name)
     eval_fn = make_eval_step(task, graphdef, mixed_precision=t.mixed_precision, axis_name=axis_name)
-    runner = parallel.make_runner(t.parallel, train_fn, eval_fn)
-    parallel.check_batch_divides(t.batch_size, runner.num_devices, config.optim.accum_steps)
+    runner = parallel.make_runner(t.parallel, train_fn, eval_fn, mesh=t.mesh, rules=t.sharding_rules,
+                                  abstract_state=abstract_state)
+    parallel.check_batch_divides(t.batch_size, runner.batch_ways, config.optim.accum_steps)
     return runner
 
 
-def evaluate_split(runner: parallel.Runner, state: Any, arrays: dict[str, np.ndarray], batch_size: int,
-                   num_batches: int = 0) -> dict[str, float]:
-    """Mean of the per-batch eval metrics over `num_batches` batches of the split (0 = the whole split)."""
-    totals, count = {}, 0
-    for batch in eval_batches(arrays, batch_size, num_batches, jax.process_index(), jax.process_count()):
-        metrics = _to_floats(runner.one_copy(runner.eval_step(state, runner.place_batch(batch))))
-        for k, v in metrics.items():
-            totals[k] = totals.get(k, 0.0) + v
-        count += 1
-    return {k: v / count for k, v in totals.items()}
+evaluate_split = parallel.evaluate_split
 
 
 def _to_floats(metrics: dict[str, jax.Array]) -> dict[str, float]:
@@ -271,7 +269,7 @@ def _final_evaluation(stop: stopping.StopSignals, runner: parallel.Runner, state
             return final
         with stop.interruptible("final evaluation"):
             one = runner.one_copy(state)  # pmap holds one copy per device
-            model = nnx.merge(graphdef, *jax.device_get((one.params, one.rest)))
+            model = nnx.merge(graphdef, *sharding.addressable((one.params, one.rest)))
             final.update({k: float(v) for k, v in task.evaluate(model, splits, workdir).items()})
     except stopping.Interrupted:
         stop.stopped = True
@@ -320,26 +318,28 @@ def _run(config, workdir: str, experiment: str, changed: list[str], task: Task |
 
     tx, schedule = optim.make_optimizer(config.optim, t.steps)
     log("initialising the model and optimiser state ...")
-    graphdef, host_state = init_state(config, task, tx)
+    graphdef, make_state = state_initializer(config, task, tx)
+    runner = _compiled_steps(config, task, graphdef, tx, schedule, jax.eval_shape(make_state))
+    state = runner.create_state(make_state)  # sharded as the steps keep it (one device under pmap)
+    if runner.mesh is not None:
+        log(f"mesh {dict(runner.mesh.shape)}: state {sharding.describe_bytes(state)}")
     if t.init_from:
-        host_state = _load_init_from(t.init_from, host_state, tx)
-    runner = _compiled_steps(config, task, graphdef, tx, schedule)
+        state = _load_init_from(t.init_from, state, tx)
 
     checkpoints = ckpt_lib.Checkpoints(workdir, keep=t.keep_checkpoints, async_save=t.async_checkpoints)
     writer = metrics_io.MetricWriter(workdir, enabled=is_main)
 
     # ----------------------------------------------------------------------------------------- restore
     stop.phase = "restore"
-    step0, restored = 0, checkpoints.restore_latest(ckpt_lib.abstract_tree(host_state))
-    if restored is not None:  # the newest readable checkpoint, in the layout of host_state (one host copy)
-        step0, host_state, meta = restored
+    step0, restored = 0, checkpoints.restore_latest(ckpt_lib.abstract_tree(state))
+    if restored is not None:  # the newest readable checkpoint, restored onto the shardings of `state`
+        step0, state, meta = restored
         train_iter.set_state(meta["iterator"])
         log(f"resumed from checkpoint step {step0} in {checkpoints.directory}")
     if is_main:  # only once the checkpoints are known to fit this config
         metrics_io.truncate_after(writer.path, step0)  # rows of steps the restored state has not done
         workdir_lib.write_config(workdir, config.to_dict(), keep_old_as_step=step0 if changed else None)
-    state = runner.place_state(host_state)
-    del host_state  # the placed copy is the live one (and the train step donates it)
+    state = runner.place_state(state)  # the live copy (the train step donates it)
 
     # ----------------------------------------------------------------------------------- training loop
     rng = jax.random.PRNGKey(config.seed)

@@ -19,11 +19,12 @@ from typing import Any
 from seqjax import metrics_io
 
 # Keys that say how long, how often and on which devices a run goes, not what it computes: they may change on
-# any resume (e.g. more train.steps to extend a finished run); a dotted key or a whole section. train.parallel
-# is here with the device count (no config key): a checkpoint holds one host copy, so any layout restores it.
+# any resume (e.g. more train.steps to extend a finished run); a dotted key or a whole section.
+# train.parallel, train.mesh and train.sharding_rules are here with the device count (no config key): a
+# checkpoint restores onto any layout (orbax reshards it onto the run's shardings).
 FREE_CONFIG_KEYS = ("train.steps", "train.log_every", "train.eval_every", "train.eval_batches",
                     "train.checkpoint_every", "train.keep_checkpoints", "train.async_checkpoints",
-                    "train.plots", "train.parallel", "distributed")
+                    "train.plots", "train.parallel", "train.mesh", "train.sharding_rules", "distributed")
 MAX_KEYS_SHOWN = 5
 
 

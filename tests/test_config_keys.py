@@ -261,7 +261,8 @@ def _updates(optim_section, steps: int = 6):
     """Parameters after `steps` updates of a fixed tiny model with large fixed gradients (clipping acts)."""
     from seqjax.nn import Bias, Kernel
 
-    params = nnx.State({"w": Kernel(jnp.ones((3, 2))), "b": Bias(jnp.ones((2,)))})
+    params = nnx.State({"w": Kernel(jnp.ones((3, 2)), ("embed", "mlp")),
+                        "b": Bias(jnp.ones((2,)), ("mlp",))})
     tx, _ = optim.make_optimizer(optim_section, 10)
     state = tx.init(params)
     # Magnitudes that vary from step to step (Adam is invariant to a constant gradient scale, so b2 and

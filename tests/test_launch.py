@@ -232,7 +232,7 @@ def test_unwritable_workdir_is_refused(tmp_path, monkeypatch):
 @pytest.mark.parametrize("overrides, message", [
     ({"train.parallel": "foo"}, "train.parallel: expected one of 'mesh', 'pmap', 'none', got 'foo'"),
     ({"train.batch_size": 0}, "train.batch_size: expected an integer >= 1, got 0"),
-    ({"train.batch_size": 6}, "not divisible by devices (4)"),
+    ({"train.batch_size": 6}, "not divisible by the batch's shards (4"),
     ({"train.batch_size": 128}, "exceeds the 64 rows of split"),
     ({"train.steps": 20, "optim.warmup_steps": 50}, "optim.warmup_steps: expected 0 <= warmup_steps <= "
                                                      "train.steps=20, got 50"),

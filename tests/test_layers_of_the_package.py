@@ -21,7 +21,7 @@ LAYERS = [
     ("data", ["seqjax.data", "seqjax.translation_metrics", "seqjax.translation_baselines"]),
     ("nn", ["seqjax.nn"]),
     ("models", ["seqjax.models"]),
-    ("training", ["seqjax.optim", "seqjax.checkpoint", "seqjax.workdir", "seqjax.parallel",
+    ("training", ["seqjax.optim", "seqjax.checkpoint", "seqjax.workdir", "seqjax.sharding", "seqjax.parallel",
                   "seqjax.metrics_io", "seqjax.configs", "seqjax.task", "seqjax.tasks", "seqjax.train",
                   "seqjax.cli", "seqjax.preflight", "seqjax.stopping"]),
     ("tools", ["seqjax.sample", "seqjax.viz", "seqjax.sweep", "seqjax.slurm"]),

@@ -7,6 +7,7 @@ import subprocess
 import time
 
 import numpy as np
+import pytest
 from helpers_train import ROOT, TOY, final_params, free_port, launch_cmd, launch_env, toy_config
 
 from seqjax import train
@@ -43,6 +44,39 @@ def test_two_processes_match_one_process(tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+def test_two_processes_share_a_2d_mesh_of_sharded_parameters(tmp_path):
+    """2 processes x 4 devices as one fsdp:4,tensor:2 mesh: fsdp spans both processes, so every parameter is
+    split across them (the hidden width over fsdp, the outputs over tensor); the run saves, gathers for the
+    final evaluation and matches the single-process run on the default data-only mesh."""
+    sharded = {**OVERRIDES, "train.mesh": "fsdp:4,tensor:2",
+               "train.sharding_rules": "embed:fsdp,classes:tensor"}
+    single = str(tmp_path / "single")
+    train.train_and_evaluate(toy_config(**OVERRIDES), single)
+    workdir = str(tmp_path / "multi")
+    port = free_port()
+    args = [f"--config={TOY}:smoke", f"--workdir={workdir}",
+            *(f"--config.{k}={v}" for k, v in sharded.items()), f"--coordinator_address=127.0.0.1:{port}",
+            "--num_processes=2"]
+    procs = [subprocess.Popen(launch_cmd(*args, f"--process_id={i}"), cwd=ROOT, env=launch_env(devices=4),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    try:
+        outs = [p.communicate(timeout=150)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, out in zip(procs, outs, strict=True):
+        assert p.returncode == 0, out[-3000:]
+    assert "mesh {'data': 1, 'fsdp': 4, 'tensor': 2}" in outs[0]
+    assert "done: completed at step 4" in outs[0]
+    a, b = final_params(workdir), final_params(single)
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    summaries = [json.load(open(os.path.join(d, "summary.json"))) for d in (workdir, single)]
+    assert summaries[0]["final"] == pytest.approx(summaries[1]["final"], rel=1e-4)
 
 
 # A run that would take hours, logging (process 0 into metrics.jsonl) every 5 steps.

@@ -88,7 +88,7 @@ def test_stacked_bidirectional_rnn_and_dropout():
 
 def test_module_trains_under_jit_and_split_merge():
     m = recurrent.RNN(D, H, cell="lstm", num_layers=2, layer_dropout=0.1, rngs=nnx.Rngs(0))
-    head = nn.Dense(H, 1, rngs=nnx.Rngs(1))
+    head = nn.Dense(H, 1, axes=("hidden", "classes"), rngs=nnx.Rngs(1))
     xs = jax.random.normal(jax.random.key(0), (B, T, D))
     graphdef, state = nnx.split((m, head))
 

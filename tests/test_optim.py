@@ -24,11 +24,13 @@ def np_params(rng):
 
 
 ROLES = {"dense": {"kernel": Kernel, "bias": Bias}, "norm": {"scale": Norm}}
+AXES = {"dense": {"kernel": ("embed", "mlp"), "bias": ("mlp",)}, "norm": {"scale": ("mlp",)}}
 
 
 def with_roles(tree) -> nnx.State:
     """The NumPy tree as an NNX state whose leaves carry their roles (what weight decay reads)."""
-    return nnx.State({a: {b: ROLES[a][b](jnp.asarray(x)) for b, x in d.items()} for a, d in tree.items()})
+    return nnx.State({a: {b: ROLES[a][b](jnp.asarray(x), AXES[a][b]) for b, x in d.items()}
+                      for a, d in tree.items()})
 
 
 def values(state) -> dict:
@@ -129,11 +131,13 @@ def test_adam_has_no_weight_decay_key():
 
 def test_decay_mask_by_role_not_by_name():
     """Roles decide, whatever the names: a Kernel called "bias" is decayed, a Bias called "kernel" is not."""
-    params = nnx.State({"embed": {"table": Kernel(jnp.zeros((5, 4)))},
-                        "odd": {"bias": Kernel(jnp.zeros((4, 4))), "kernel": Bias(jnp.zeros((4, 4)))},
-                        "ln_f": {"scale": Norm(jnp.zeros((4,)))},
-                        "pos": {"table": Position(jnp.zeros((8, 4)))},
-                        "cls": ClassToken(jnp.zeros((4,)))})
+    square = ("embed", "embed")
+    params = nnx.State({"embed": {"table": Kernel(jnp.zeros((5, 4)), ("vocab", "embed"))},
+                        "odd": {"bias": Kernel(jnp.zeros((4, 4)), square),
+                                "kernel": Bias(jnp.zeros((4, 4)), square)},
+                        "ln_f": {"scale": Norm(jnp.zeros((4,)), ("embed",))},
+                        "pos": {"table": Position(jnp.zeros((8, 4)), ("length", "embed"))},
+                        "cls": ClassToken(jnp.zeros((4,)), ("embed",))})
     mask = optim.decay_mask(params)
     assert {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_flatten_with_path(mask)[0]} == {
         "['cls']": False, "['embed']['table']": True, "['ln_f']['scale']": False, "['odd']['bias']": True,

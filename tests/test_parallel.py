@@ -70,7 +70,7 @@ def test_mesh_state_is_replicated_and_batch_sharded():
     assert batch["x"].sharding.spec == P(parallel.DATA_AXIS)
     shards = batch["x"].addressable_shards
     assert len(shards) == 4 and shards[0].data.shape == (2, 4, 3)
-    with pytest.raises(ValueError, match="train.batch_size: 6 is not divisible by devices"):
+    with pytest.raises(ValueError, match="train.batch_size: 6 is not divisible by the batch.s shards"):
         parallel.check_batch_divides(6, 4)
 
 

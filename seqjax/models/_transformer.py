@@ -1,4 +1,31 @@
-"""What the transformer models share: the token + position embedding front end and its checks."""
+"""What the transformer models share: the token + position embedding front end and its checks.
+
+How the transformers' parameters are sharded (GPT, Encoder, TransformerClassifier, EncoderDecoder, ViT). Each
+parameter names its axes where it is created (seqjax.nn.params.LOGICAL_AXES); `train.sharding_rules` maps
+them onto the axes of `train.mesh` (seqjax/sharding.py). Under the default rules
+`embed:fsdp,vocab:tensor,heads:tensor,kv_heads:tensor,mlp:tensor`:
+
+| parameter                | shape             | logical axes                | fsdp splits | tensor splits |
+|--------------------------|-------------------|-----------------------------|-------------|---------------|
+| token table              | [V, D]            | vocab, embed                | D           | V             |
+| learned positions        | [T_max, D]        | length, embed               | D           | -             |
+| attention wq             | [L, D, N, K]      | layers, embed, heads, kv    | D           | N (columns)   |
+| attention wk, wv         | [L, D, M, K]      | layers, embed, kv_heads, kv | D           | M (columns)   |
+| attention wo             | [L, N, K, D]      | layers, heads, kv, embed    | D           | N (rows)      |
+| biases bq / bk, bv / bo  | [L, N, K] / ...   | (layers, heads, kv) / ...   | bo: D       | bq: N; bk: M  |
+| MLP fc1 kernel, bias     | [L, D, F], [L, F] | layers, embed, mlp          | kernel: D   | F (columns)   |
+| MLP fc2 kernel, bias     | [L, F, D], [L, D] | layers, mlp, embed          | D           | F (rows)      |
+| LayerNorm scale, offset  | [L, D] or [D]     | (layers,) embed             | D           | -             |
+| untied head kernel, bias | [D, V], [V]       | embed, vocab                | D           | V             |
+| classifier head          | [D, C], [C]       | embed, classes              | D           | -             |
+| ViT patch embedding      | [ph pw C, D]      | patch, embed                | D           | -             |
+| class token              | [D]               | embed                       | D           | -             |
+
+"layers" is never split (the layer scan reads one layer at a time). An axis whose size the mesh axes do not
+divide stays whole (e.g. a 65-character vocabulary under tensor:2); `sharding.state_shardings` lists them.
+The recurrent models name their axes too (embed, hidden, gates, attention, vocab, classes), and only "embed"
+and "vocab" of their parameters follow the default rules.
+"""
 from __future__ import annotations
 
 import jax

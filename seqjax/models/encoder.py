@@ -84,8 +84,8 @@ class TransformerClassifier(nnx.Module):
                                attention_dropout=attention_dropout, pre_ln=pre_ln, activation=activation,
                                layer_norm_epsilon=layer_norm_epsilon, remat=remat,
                                attention_implementation=attention_implementation, rngs=rngs)
-        self.cls = ClassToken(jnp.zeros((d_model,))) if pooling == "cls" else None
-        self.head = Dense(d_model, num_classes, rngs=rngs)
+        self.cls = ClassToken(jnp.zeros((d_model,)), ("embed",)) if pooling == "cls" else None
+        self.head = Dense(d_model, num_classes, axes=("embed", "classes"), rngs=rngs)
         self.pooling = pooling
 
     def __call__(self, tokens: jax.Array, lengths: jax.Array | None = None, *, mask: jax.Array | None = None,

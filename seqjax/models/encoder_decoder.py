@@ -63,7 +63,8 @@ class EncoderDecoder(nnx.Module):
                                       embed_dropout=embed_dropout, rngs=rngs)
         self.decoder = Stack(cfg, num_decoder_layers, causal=True, cross_attention=True, remat=remat,
                              rngs=rngs)
-        self.head = None if tie_embeddings else Dense(d_model, tgt_vocab_size, rngs=rngs)
+        self.head = None if tie_embeddings else Dense(d_model, tgt_vocab_size, axes=("embed", "vocab"),
+                                                            rngs=rngs)
         attn = self.decoder.layers.blocks.self_attn
         self.num_kv_heads, self.head_dim = attn.num_kv_heads, attn.head_dim
 

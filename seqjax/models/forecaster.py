@@ -35,7 +35,7 @@ class Forecaster(nnx.Module):
         self.output_dropout = float(output_dropout)
         self.rnn = RNN(num_inputs, hidden_size, cell=cell, num_layers=num_layers, layer_dropout=layer_dropout,
                        rngs=rngs)
-        self.head = Dense(hidden_size, self.horizon * self.num_outputs, rngs=rngs)
+        self.head = Dense(hidden_size, self.horizon * self.num_outputs, axes=("hidden", "classes"), rngs=rngs)
 
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
         if x.ndim != 3:

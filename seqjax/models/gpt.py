@@ -46,7 +46,7 @@ class GPT(nnx.Module):
         self.embedder = TokenEmbedder(vocab_size, cfg, positions=positions, max_len=max_len,
                                       embed_dropout=embed_dropout, rngs=rngs)
         self.stack = Stack(cfg, num_layers, causal=True, cross_attention=False, remat=remat, rngs=rngs)
-        self.head = None if tie_embeddings else Dense(d_model, vocab_size, rngs=rngs)
+        self.head = None if tie_embeddings else Dense(d_model, vocab_size, axes=("embed", "vocab"), rngs=rngs)
         self.num_kv_heads = self.stack.layers.blocks.self_attn.num_kv_heads
         self.head_dim = self.stack.layers.blocks.self_attn.head_dim
 

@@ -35,13 +35,13 @@ class PatternModels(nnx.Module):
         self.cell = Cell(cell)
         H = hidden_size
         self.o2o = ParamTree(self.cell.init(rngs.params(), 2, H))
-        self.o2o_head = Dense(H, 2, rngs=rngs)
+        self.o2o_head = Dense(H, 2, axes=("hidden", "classes"), rngs=rngs)
         self.o2m = ParamTree(self.cell.init(rngs.params(), 3, H))
-        self.o2m_head = Dense(H, 1, rngs=rngs)
+        self.o2m_head = Dense(H, 1, axes=("hidden", "classes"), rngs=rngs)
         self.m2o = ParamTree(self.cell.init(rngs.params(), 2, H))
-        self.m2o_head = Dense(H, self.seq_len + 1, rngs=rngs)
+        self.m2o_head = Dense(H, self.seq_len + 1, axes=("hidden", "classes"), rngs=rngs)
         self.m2m = ParamTree(self.cell.init(rngs.params(), 10, H))
-        self.m2m_head = Dense(H, 10, rngs=rngs)
+        self.m2m_head = Dense(H, 10, axes=("hidden", "classes"), rngs=rngs)
         self.s2s = RNNSeq2Seq(vocab_size, vocab_size, pad_id, bos_id, eos_id, embed_dim=16, hidden_size=H,
                               cell=cell, attention="dot", bidirectional=False, rngs=rngs)
 

@@ -53,7 +53,7 @@ class RNNClassifier(nnx.Module):
         self.embed = Embedding(vocab_size, embed_dim, init_scale=embed_init, rngs=rngs)
         self.rnn = RNN(embed_dim, hidden_size, cell=cell, num_layers=num_layers, bidirectional=bidirectional,
                        layer_dropout=layer_dropout, recurrent_dropout=recurrent_dropout, rngs=rngs)
-        self.head = Dense(self.rnn.out_features, num_classes, rngs=rngs)
+        self.head = Dense(self.rnn.out_features, num_classes, axes=("hidden", "classes"), rngs=rngs)
 
     def __call__(self, tokens: jax.Array, lengths: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
         if tokens.ndim != 2:

@@ -94,13 +94,13 @@ class ViT(nnx.Module):
                            attention_implementation=attention_implementation)
         self.grid = (H // ph, W // pw)
         self.channels, self.pooling, self.embed_dropout = channels, pooling, embed_dropout
-        self.patch_embed = Dense(ph * pw * channels, d_model, rngs=rngs)
-        self.cls = ClassToken(jnp.zeros((d_model,)))
+        self.patch_embed = Dense(ph * pw * channels, d_model, axes=("patch", "embed"), rngs=rngs)
+        self.cls = ClassToken(jnp.zeros((d_model,)), ("embed",))
         num_patches = self.grid[0] * self.grid[1]
         self.pos = PositionEmbedding(positions, 1 + num_patches, d_model,
                                      grid=self.grid if positions == "sincos2d" else None, rngs=rngs)
         self.stack = Stack(cfg, num_layers, causal=False, cross_attention=False, remat=remat, rngs=rngs)
-        self.head = Dense(d_model, num_classes, rngs=rngs)
+        self.head = Dense(d_model, num_classes, axes=("embed", "classes"), rngs=rngs)
 
     def __call__(self, images: jax.Array, *, key: jax.Array | None = None, return_attention: bool = False):
         """Returns logits [B, classes], or (logits, weights [L, B, N, 1 + P, 1 + P]) with return_attention."""

@@ -20,6 +20,7 @@ from seqjax import decoding
 from seqjax.dropout import dropout, split_keys
 from seqjax.nn.attention import MultiHeadAttention
 from seqjax.nn.linear import MLP, LayerNorm
+from seqjax.nn.params import axes_of
 
 # What a scanned layer keeps for its backward pass: matmul outputs, and the attention weights and output
 # that the hand-written attention backward reads (recomputing them would rerun the attention forward).
@@ -117,11 +118,18 @@ class TransformerBlock(nnx.Module):
         return BlockOutput(x, new_cache, weights)
 
 
+def _with_layers_axis(variable):
+    """A stacked variable [L, ...] with "layers" prepended to its logical axis names (seqjax.nn.params)."""
+    axes = axes_of(variable)
+    return variable if axes is None else variable.replace(out_sharding=("layers", *axes))
+
+
 class LayerStack(nnx.Module):
     """L blocks of identical structure with parameters stacked on a leading [L] axis, run by jax.lax.scan.
 
     `make_block(rngs)` builds one block; it is called once per layer and the parameters are stacked, so every
-    parameter gets shape [L, ...]. remat=True rematerialises each layer in the backward pass.
+    parameter gets shape [L, ...] and the logical axis name "layers" first. remat=True rematerialises each
+    layer in the backward pass.
     """
 
     def __init__(self, make_block: Callable[[nnx.Rngs], nnx.Module], num_layers: int, *, remat: bool,
@@ -133,6 +141,7 @@ class LayerStack(nnx.Module):
         keys = jax.random.split(rngs.params(), num_layers)
         blocks = [nnx.split(make_block(nnx.Rngs(params=k))) for k in keys]
         states = jax.tree.map(lambda *leaves: jnp.stack(leaves), *(state for _, state in blocks))
+        states = jax.tree.map(_with_layers_axis, states, is_leaf=lambda x: isinstance(x, nnx.Variable))
         self.blocks = nnx.merge(blocks[0][0], states)
         self.num_layers, self.remat = num_layers, remat
 

@@ -18,7 +18,8 @@ class Embedding(nnx.Module):
     def __init__(self, num_embeddings: int, features: int, *, init_scale: float, rngs: nnx.Rngs):
         """Entries start N(0, init_scale^2)."""
         self.num_embeddings, self.features = num_embeddings, features
-        self.table = Kernel(init_scale * jax.random.normal(rngs.params(), (num_embeddings, features)))
+        self.table = Kernel(init_scale * jax.random.normal(rngs.params(), (num_embeddings, features)),
+                            ("vocab", "embed"))
 
     def __call__(self, ids: jax.Array) -> jax.Array:
         return embedding.lookup(self.table[...], ids)
@@ -42,7 +43,8 @@ class PositionEmbedding(nnx.Module):
         self.kind, self.max_len, self.d_model, self.grid = kind, max_len, d_model, grid
         if grid is not None and grid[0] * grid[1] > max_len:
             raise ValueError(f"grid: {grid[0]} x {grid[1]} patches exceed max_len = {max_len}")
-        self.table = (Position(positional.init_learned_table(rngs.params(), max_len, d_model))
+        self.table = (Position(positional.init_learned_table(rngs.params(), max_len, d_model),
+                               ("length", "embed"))
                       if kind == "learned" else None)
 
     def fixed_table(self) -> jax.Array:

@@ -28,13 +28,18 @@ def activation(name: str) -> Callable[[jax.Array], jax.Array]:
 
 
 class Dense(nnx.Linear):
-    """x [..., D] @ kernel [D, O] + bias [O]; LeCun-normal kernel, zero bias (nnx.Linear's defaults)."""
+    """x [..., D] @ kernel [D, O] + bias [O]; LeCun-normal kernel, zero bias (nnx.Linear's defaults).
 
-    def __init__(self, in_features: int, out_features: int, *, use_bias: bool = True, rngs: nnx.Rngs):
+    axes: the logical names of the kernel's two axes (seqjax.nn.params.LOGICAL_AXES), e.g. ("embed", "mlp");
+    the bias takes the second.
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, axes: tuple[str, str], use_bias: bool = True,
+                 rngs: nnx.Rngs):
         super().__init__(in_features, out_features, use_bias=use_bias, rngs=rngs)
-        self.kernel = Kernel(self.kernel[...])
+        self.kernel = Kernel(self.kernel[...], axes)
         if use_bias:
-            self.bias = Bias(self.bias[...])
+            self.bias = Bias(self.bias[...], axes[1:])
 
 
 class LayerNorm(nnx.LayerNorm):
@@ -42,17 +47,18 @@ class LayerNorm(nnx.LayerNorm):
 
     def __init__(self, num_features: int, *, epsilon: float, rngs: nnx.Rngs):
         super().__init__(num_features, epsilon=epsilon, rngs=rngs)
-        self.scale = Norm(self.scale[...])
-        self.bias = Norm(self.bias[...])
+        self.scale = Norm(self.scale[...], ("embed",))
+        self.bias = Norm(self.bias[...], ("embed",))
 
 
 class MLP(nnx.Module):
-    """Position-wise feed-forward D -> F -> D: fc2(activation(fc1(x)))."""
+    """Position-wise feed-forward D -> F -> D: fc2(activation(fc1(x))). Sharding "mlp" is Megatron's column
+    split of fc1 and row split of fc2."""
 
     def __init__(self, d_model: int, mlp_dim: int, *, activation_name: str, rngs: nnx.Rngs):
         self.activation = activation(activation_name)
-        self.fc1 = Dense(d_model, mlp_dim, rngs=rngs)
-        self.fc2 = Dense(mlp_dim, d_model, rngs=rngs)
+        self.fc1 = Dense(d_model, mlp_dim, axes=("embed", "mlp"), rngs=rngs)
+        self.fc2 = Dense(mlp_dim, d_model, axes=("mlp", "embed"), rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.fc2(self.activation(self.fc1(x)))
