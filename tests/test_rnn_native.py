@@ -1,7 +1,7 @@
-"""The native C++ gate kernels (`seqjax/kernels/rnn_gates.cc`): every code path against the `scan.unroll`
-reference, the implementation="auto" choice, and the fallback to the pure-JAX fused layers with its log line
-when the kernels are switched off or cannot be built. Values and gradients on masks, reverse and recurrent
-dropout are also in tests/test_rnn_kernels.py (its `native` cases)."""
+"""The native C++ gate kernels (`seqjax/kernels/rnn_gates.cc`) against the pure-JAX fused layers they replace
+(tested against `scan.unroll` in tests/test_rnn_kernels.py) on every code path, the implementation="auto"
+choice, and the fallback to the pure-JAX layers with its log line when the kernels are switched off or cannot
+be built."""
 from __future__ import annotations
 
 import logging
@@ -30,11 +30,13 @@ def fresh_decision():
 
 @needs_kernels
 @pytest.mark.parametrize("kind", list(LAYERS))
-def test_every_code_path_matches_scan_unroll(kind):
-    """Masked (full, partial, empty rows), reversed, from a given state: AVX-512, AVX2 and the baseline
-    loops (whichever this CPU has) give the reference's outputs and gradients."""
-    cell, params, xs, state = _setup(kind)
-    options = dict(reverse=True, **CASES["mask"])
+def test_every_code_path_matches_the_pure_jax_layer(kind):
+    """Masked (full, partial, empty rows), reversed, recurrent dropout, from a given state, backward scan in
+    time blocks: AVX-512, AVX2 and the baseline loops (whichever this CPU has) give the pure-JAX layer's
+    outputs and gradients (the forward direction: test_auto_picks_native...)."""
+    _, params, xs, state = _setup(kind)
+    options = dict(reverse=True, recurrent_dropout=0.4, key=jax.random.key(3), backward_chunks=2,
+                   **CASES["mask"])
 
     def grads_of(layer):
         def f(p, x, s):
@@ -44,8 +46,7 @@ def test_every_code_path_matches_scan_unroll(kind):
 
     native_fn = grads_of(lambda p, x, s: LAYERS[kind](p, x, initial_state=s, native=True, **options))
     (value_ref, out_ref), grads_ref = grads_of(
-        lambda p, x, s: scan.unroll(cell, p, x, initial_state=s, implementation="scan", **options))(
-        params, xs, state)
+        lambda p, x, s: LAYERS[kind](p, x, initial_state=s, native=False, **options))(params, xs, state)
     best = native.isa()
     try:
         for isa in native.ISAS[:native.ISAS.index(best) + 1]:  # the path is chosen at run time: no recompile

@@ -91,6 +91,7 @@ def build(force: bool = False) -> pathlib.Path:
             raise RuntimeError(f"compiling {SOURCES[0]} failed: {e}") from e
         if done.returncode != 0:
             raise RuntimeError(f"compiling {SOURCES[0]} failed ({' '.join(cmd)}):\n{done.stderr[-2000:]}")
+        os.chmod(tmp, 0o755)  # mkstemp's 0600 would keep other users of a shared cache from loading it
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
