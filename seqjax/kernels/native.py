@@ -108,11 +108,12 @@ def load():
     """The loaded kernel library, or None (logged once per process, with the reason) if it cannot be used."""
     if "lib" in _state:
         return _state["lib"]
-    lib, reason = None, None
+    lib, reason, level = None, None, logging.WARNING
     if os.environ.get(DISABLE_ENV, "1") == "0":
         reason = f"switched off ({DISABLE_ENV}=0)"
-    elif jax.default_backend() != "cpu":
+    elif jax.default_backend() != "cpu":  # expected on an accelerator: said, not warned
         reason = f"the default backend is {jax.default_backend()!r}, and the kernels are CPU code"
+        level = logging.INFO
     else:
         try:
             path = str(build())
@@ -123,8 +124,8 @@ def load():
         except (RuntimeError, OSError, AttributeError) as e:
             lib, reason = None, str(e)
     if lib is None:
-        log.warning("seqjax: native RNN gate kernels not used: %s; the pure-JAX fused LSTM/GRU layers run "
-                    "instead", reason)
+        log.log(level, "seqjax: native RNN gate kernels not used: %s; the pure-JAX fused LSTM/GRU layers "
+                "run instead", reason)
     _state.update(lib=lib, reason=reason)
     return lib
 
