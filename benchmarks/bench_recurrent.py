@@ -1,9 +1,12 @@
 """Recurrent training steps: one LSTM / GRU layer, a linear readout of all outputs, MSE, Adam.
 
 Implementations (each in its own worker process):
-  seqjax        seqjax.kernels.rnn.lstm_layer / gru_layer: fused custom-VJP layer (the subject)
-  seqjax-c4     the same with the backward scan cut into 4 time blocks (backward_chunks=4), so each block's
-                weight-gradient matmuls can run beside the rest of the scan (a gain only with idle cores)
+  seqjax        scan.unroll(implementation="auto"): the fused custom-VJP layer of seqjax.kernels.rnn with
+                the native C++ gate kernels where they build (the subject; the fused layer alone otherwise)
+  seqjax-fused  the fused layer with its pure-JAX gate arithmetic (implementation="fused")
+  seqjax-c4     the pure-JAX fused layer with the backward scan cut into 4 time blocks (backward_chunks=4), so
+                each block's weight-gradient matmuls can run beside the rest of the scan (a gain only with
+                idle cores)
   seqjax-scan   seqjax.scan.unroll with Cell("lstm") / Cell("gru"), differentiated by JAX's autodiff
   flax          Flax's nnx.OptimizedLSTMCell / nnx.GRUCell driven by nnx.RNN, optax.adam
   torch         torch.nn.LSTM / torch.nn.GRU (eager, fused CPU kernel), torch.optim.Adam
@@ -55,18 +58,17 @@ def _jax_setup(init, apply, config):
     return run
 
 
-def _seqjax(kind, fused, config):
+def _seqjax(kind, implementation, config):
     from seqjax import cells, scan
     from seqjax.kernels import rnn as rnn_kernels
 
     cell = cells.Cell(kind)
     unroll = config.get("unroll")
     options = {k: config.get(k) for k in ("backward_unroll", "backward_chunks") if config.get(k)}
-    if fused and options:  # kernel-only knobs: call the fused layer directly
+    if options:  # kernel-only knobs: call the (pure-JAX) fused layer directly
         layer = rnn_kernels.lstm_layer if kind == "lstm" else rnn_kernels.gru_layer
         apply = lambda p, x: layer(p, x, unroll=unroll, **options)[0]
     else:  # the public path: scan.unroll, as layers.LSTM / layers.GRU call it
-        implementation = "fused" if fused else "scan"
         apply = lambda p, x: scan.unroll(cell, p, x, unroll=unroll or 1, implementation=implementation)[0]
     init = lambda key: cell.init(key, config["D"], config["H"])
     return _jax_setup(init, apply, config)
@@ -95,19 +97,23 @@ def _flax(kind, config):
 
 
 def setup_seqjax_lstm(config):
-    return _seqjax("lstm", True, config)
+    return _seqjax("lstm", "auto", config)
+
+
+def setup_seqjax_fused_lstm(config):
+    return _seqjax("lstm", "fused", config)
 
 
 def setup_seqjax_c4_lstm(config):
-    return _seqjax("lstm", True, {**config, "backward_chunks": 4})
+    return _seqjax("lstm", "fused", {**config, "backward_chunks": 4})
 
 
 def setup_seqjax_c4_gru(config):
-    return _seqjax("gru", True, {**config, "backward_chunks": 4})
+    return _seqjax("gru", "fused", {**config, "backward_chunks": 4})
 
 
 def setup_seqjax_scan_lstm(config):
-    return _seqjax("lstm", False, config)
+    return _seqjax("lstm", "scan", config)
 
 
 def setup_flax_lstm(config):
@@ -115,11 +121,15 @@ def setup_flax_lstm(config):
 
 
 def setup_seqjax_gru(config):
-    return _seqjax("gru", True, config)
+    return _seqjax("gru", "auto", config)
+
+
+def setup_seqjax_fused_gru(config):
+    return _seqjax("gru", "fused", config)
 
 
 def setup_seqjax_scan_gru(config):
-    return _seqjax("gru", False, config)
+    return _seqjax("gru", "scan", config)
 
 
 def setup_flax_gru(config):
@@ -133,13 +143,14 @@ def _benchmark(kind: str, gates: int) -> dict:
         "flops": lambda c: rnn_train_flops(c["B"], c["T"], c["D"], c["H"], gates),
         "impls": {
             "seqjax": f"bench_recurrent:setup_seqjax_{kind}",
+            "seqjax-fused": f"bench_recurrent:setup_seqjax_fused_{kind}",
             "seqjax-c4": f"bench_recurrent:setup_seqjax_c4_{kind}",
             "seqjax-scan": f"bench_recurrent:setup_seqjax_scan_{kind}",
             "flax": f"bench_recurrent:setup_flax_{kind}",
             "torch": f"peers.torch_rnn:setup_{kind}",
         },
         "subject": "seqjax",
-        "peers": ["torch", "flax", "seqjax-scan", "seqjax-c4"],
+        "peers": ["torch", "seqjax-fused", "flax", "seqjax-scan", "seqjax-c4"],
     }
 
 

@@ -22,11 +22,11 @@ import jax.numpy as jnp
 
 from seqjax.cells import Cell, check_sequence
 from seqjax.dropout import dropout, dropout_mask
-from seqjax.kernels.rnn import fused_layer
+from seqjax.kernels.rnn import fused_layer, use_native
 from seqjax.masks import step_mask
 
 MERGES = ("concat", "sum", "mean")
-IMPLEMENTATIONS = ("auto", "fused", "scan")
+IMPLEMENTATIONS = ("auto", "native", "fused", "scan")
 
 
 class BidirectionalParams(NamedTuple):
@@ -76,24 +76,29 @@ def unroll(cell: Cell | Callable, params, xs: jax.Array, *, lengths=None, mask=N
     `remat=True` recomputes each step in the backward pass (`jax.checkpoint`) instead of storing it.
 
     `implementation`: "scan" is the loop above, differentiated by JAX step by step; "fused" runs the same
-    computation through `kernels.rnn` (LSTM and the PyTorch-variant GRU in the parameters' dtype), whose
-    custom backward forms the weight gradients with one large matmul after the reverse scan instead of one
-    small matmul per step; "auto" (default) takes "fused" where it exists and `remat` is off, else "scan".
+    computation through `kernels.rnn` (LSTM and both GRU variants in the parameters' dtype), whose custom
+    backward forms the weight gradients with one large matmul after the reverse scan instead of one small
+    matmul per step; "native" is "fused" with each step's gate arithmetic in C++ (float32, CPU; see
+    `kernels.rnn`); "auto" (default) takes "native" where it runs, else "fused" where it exists and `remat`
+    is off, else "scan". `SEQJAX_NATIVE_RNN=0` in the environment switches "native" off (auto then logs
+    that it falls back to "fused").
     """
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(f"implementation: expected one of {IMPLEMENTATIONS}, got {implementation!r}")
     fused = None if implementation == "scan" or remat else fused_layer(cell)
-    if implementation == "fused" and fused is None:
-        raise ValueError(f"implementation='fused': no fused kernel for {cell!r} with remat={remat}; "
-                         f"use 'scan' or 'auto'")
+    if implementation in ("fused", "native") and fused is None:
+        raise ValueError(f"implementation={implementation!r}: no fused kernel for {cell!r} with "
+                         f"remat={remat}; use 'scan' or 'auto'")
     B = check_sequence(xs)[0]
     keep = step_mask(xs, lengths, mask)
     if isinstance(cell, Cell):
         cell.check_inputs(params, xs, initial_state)
         state = cell.zero_state(params, B) if initial_state is None else initial_state
         if fused is not None:
+            native = (implementation == "native"
+                      or (implementation == "auto" and use_native(params, xs, state)))
             return fused(params, xs, mask=keep, initial_state=state, reverse=reverse,
-                         recurrent_dropout=recurrent_dropout, key=key, unroll=unroll)
+                         recurrent_dropout=recurrent_dropout, key=key, unroll=unroll, native=native)
         rmask = dropout_mask(key, recurrent_dropout, (B, cell.hidden_size(params)))
         inputs = cell.input_projection(params, xs)  # [B, T, G*H]
 

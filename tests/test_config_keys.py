@@ -35,7 +35,7 @@ EXPERIMENTS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(RO
 SAME_RESULTS = {
     ("model", "attention_implementation"): "selects a kernel with equal outputs (tests/test_transformer.py)",
     ("model", "remat"): "recomputes activations in the backward pass: same values (test_transformer.py)",
-    ("model", "implementation"): "selects the fused or scan recurrent kernel (tests/test_rnn_kernels.py)",
+    ("model", "implementation"): "selects the native, fused or scan recurrent kernel (test_rnn_kernels.py)",
     ("optim", "accum_steps"): "micro-batching of one update, equal gradients (tests/test_train.py)",
     ("optim", "name"): "selects the optimiser and with it the keys (test_optimiser_keys_are_exact)",
 }

@@ -1,5 +1,6 @@
-"""The fused LSTM/GRU layers against `scan.unroll` + autodiff (the slow, obvious reference), against truncated
-sequences, and against central finite differences in float64."""
+"""The fused LSTM/GRU layers (both GRU variants, pure JAX) against
+`scan.unroll` + autodiff (the slow, obvious reference), against truncated sequences, and against central
+finite differences in float64. The native C++ gate kernels: tests/test_rnn_native.py."""
 from __future__ import annotations
 
 from functools import partial
@@ -13,11 +14,14 @@ from seqjax import cells, scan
 from seqjax.kernels import rnn as rnn_kernels
 
 B, T, D, H = 3, 6, 4, 5
-LAYERS = {"lstm": rnn_kernels.lstm_layer, "gru": rnn_kernels.gru_layer}
+LAYERS = {"lstm": rnn_kernels.lstm_layer, "gru": rnn_kernels.gru_layer,
+          "gru-original": rnn_kernels.gru_original_layer}
+CELLS = {"lstm": cells.Cell("lstm"), "gru": cells.Cell("gru"),
+         "gru-original": cells.Cell("gru", variant="original")}
 
 
 def _setup(kind, dtype=jnp.float32):
-    cell = cells.Cell(kind)
+    cell = CELLS[kind]
     k_p, k_x, k_s = jax.random.split(jax.random.key(0), 3)
     params = cell.init(k_p, D, H, dtype)
     # Non-zero biases, so every bias gradient path is exercised.
@@ -35,10 +39,10 @@ def _loss(ys, final):
 
 def _both(kind, params, xs, state, **kwargs):
     """((value, (ys, final)), grads wrt params, xs, initial state) for the fused layer and the reference."""
-    cell = cells.Cell(kind)
+    cell = CELLS[kind]
     layers = {"fused": lambda p, x, s: LAYERS[kind](p, x, initial_state=s, **kwargs),
               "reference": lambda p, x, s: scan.unroll(cell, p, x, initial_state=s, implementation="scan",
-                                                             **kwargs)}
+                                                       **kwargs)}
     results = []
     for layer in layers.values():
         def f(p, x, s, layer=layer):
@@ -60,9 +64,12 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("kind", ["lstm", "gru"])
-@pytest.mark.parametrize("case", list(CASES))
-def test_outputs_and_gradients_match_scan_unroll(kind, case):
+# Test time: the original GRU skips the plain case (the mask case's full row runs it) and the float64 finite
+# differences below (its gradients are checked against autodiff of scan.unroll in every other case).
+@pytest.mark.parametrize("kind_case", [(k, c) for k in LAYERS for c in CASES
+                                       if (k, c) != ("gru-original", "plain")], ids="-".join)
+def test_outputs_and_gradients_match_scan_unroll(kind_case):
+    kind, case = kind_case
     _, params, xs, state = _setup(kind)
     ((value, (ys, final)), grads), ((value_ref, (ys_ref, final_ref)), grads_ref) = _both(
         kind, params, xs, state, **CASES[case])
@@ -72,7 +79,7 @@ def test_outputs_and_gradients_match_scan_unroll(kind, case):
     _assert_trees_close(grads, grads_ref)
 
 
-@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("kind", list(LAYERS))
 def test_padding_equals_truncated_sequences(kind):
     """Each padded sequence gives the outputs and final state of the same sequence cut to its length."""
     _, params, xs, state = _setup(kind)
@@ -91,7 +98,7 @@ def test_padding_equals_truncated_sequences(kind):
         np.testing.assert_array_equal(ys[b, n:], 0.0)
 
 
-@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("kind", list(LAYERS))
 def test_recurrent_dropout_unroll_and_chunks_match_scan_unroll(kind):
     cell, params, xs, state = _setup(kind)
     kwargs = dict(lengths=jnp.array([5, 2, 6]), recurrent_dropout=0.4, key=jax.random.key(3))
@@ -131,7 +138,7 @@ def test_gradients_match_finite_differences(kind):
             np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8)
 
 
-@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("kind", list(LAYERS))
 def test_bad_input_raises_clear_errors(kind):
     _, params, xs, state = _setup(kind)
     layer = LAYERS[kind]
@@ -152,6 +159,6 @@ def test_bad_input_raises_clear_errors(kind):
 def test_fused_layer_picks_only_exact_equivalents():
     assert rnn_kernels.fused_layer(cells.Cell("lstm")) is rnn_kernels.lstm_layer
     assert rnn_kernels.fused_layer(cells.Cell("gru")) is rnn_kernels.gru_layer
-    assert rnn_kernels.fused_layer(cells.Cell("gru", variant="original")) is None
+    assert rnn_kernels.fused_layer(cells.Cell("gru", variant="original")) is rnn_kernels.gru_original_layer
     assert rnn_kernels.fused_layer(cells.Cell("rnn")) is None
     assert rnn_kernels.fused_layer(cells.Cell("lstm", dtype=jnp.bfloat16)) is None

@@ -1,7 +1,8 @@
 """Hand-written kernels: code that computes what a readable core definition computes, only faster or in less
 memory, usually through a custom backward pass (`jax.custom_vjp`).
 
-  * `kernels.rnn`: fused LSTM/GRU layers; reference `scan.unroll` over `cells.Cell`.
+  * `kernels.rnn`: fused LSTM/GRU layers; reference `scan.unroll` over `cells.Cell`. Their optional C++ gate
+    kernels: `rnn_gates.cc` (source), `kernels.native` (build, load), `kernels.rnn_ffi` (the FFI calls).
   * `kernels.attention`: the einsum attention path with a hand-written backward and causal query chunks;
     reference `attention.dot_product_attention(..., implementation="xla_autodiff")`.
   * `kernels.blockwise`: memory-linear (flash-style) attention; same reference.

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from seqjax.cells import Cell, GRUParams, HiddenState
+from seqjax.kernels import rnn_ffi
 from seqjax.kernels.rnn_common import (
     BACKWARD_CHUNKS,
     BACKWARD_UNROLL,
@@ -36,8 +37,9 @@ class _GRUResiduals(NamedTuple):
     hs: jax.Array  # [T, B, H]: h after each step (the carried, masked state)
 
 
-def _gru_forward(params, xs, keep, rmask, h0, reverse, unroll):
-    """The forward scan; returns (ys [B, T, H], h_T, residuals). It replaces:
+def _gru_forward(params, xs, keep, rmask, h0, reverse, unroll, native=False):
+    """The forward scan; returns (ys [B, T, H], h_T, residuals). `native`: each step's gate arithmetic in
+    one C++ call (`rnn_ffi.gru_fwd`). It replaces:
 
         xp = xs @ w_x + b_x                                   # [T, B, 3H], one matmul
         for t in (reversed(range(T)) if reverse else range(T)):
@@ -66,14 +68,25 @@ def _gru_forward(params, xs, keep, rmask, h0, reverse, unroll):
             h_new = jnp.where(keep_t, h_new, h)
         return h_new, (jnp.concatenate([rz, n, hp_n], axis=-1), h_new)
 
-    h_T, (acts, hs) = jax.lax.scan(step, h0, (xp, keep), reverse=reverse, unroll=unroll)
+    def native_step(h, inputs):
+        xp_t, keep_t = inputs
+        h_new, acts = rnn_ffi.gru_fwd(xp_t, dropped(h, rmask) @ w_h, b_h, h, keep_t)
+        return h_new, (acts, h_new)
+
+    if native:
+        step, scanned = native_step, (xp, rnn_ffi.keep_vector(keep, *xp.shape[:2]))
+    else:
+        scanned = (xp, keep)
+    h_T, (acts, hs) = jax.lax.scan(step, h0, scanned, reverse=reverse, unroll=unroll)
     ys = hs if keep is None else jnp.where(keep, hs, jnp.zeros_like(hs))
     residuals = _GRUResiduals(xs_tm, params.w_x, w_h, keep, rmask, h0, acts, hs)
     return jnp.swapaxes(ys, 0, 1), h_T, residuals
 
 
-def _gru_backward(res: _GRUResiduals, d_ys, d_h_T, reverse, unroll, chunks=1):
+def _gru_backward(res: _GRUResiduals, d_ys, d_h_T, reverse, unroll, chunks=1, native=False):
     """The backward pass: a reverse scan for the gate gradients, then one matmul per weight gradient.
+    `native`: each step's gate arithmetic in one C++ call (`rnn_ffi.gru_bwd`); the carried dh is then kept
+    in two parts, as in `lstm._native_backward`.
 
     The scan replaces (walking the forward scan's steps in the opposite order):
 
@@ -113,25 +126,38 @@ def _gru_backward(res: _GRUResiduals, d_ys, d_h_T, reverse, unroll, chunks=1):
         return weight_gradients(res.xs_tm[block.start * B:block.stop * B], res.w_x, h_prev_dropped[block],
                                  d_hp, d_xp)
 
-    d_h0, (dw_h, db_h, dw_x, db_x, dxs) = backward_scan(
-        step, d_h_T, (res.acts, h_prev, d_ys, res.keep), reverse, unroll, chunks, gradients)
+    if native:
+        def native_step(carry, inputs):
+            dhw, dh_pass = carry
+            acts, h_before, dy_t, keep_t = inputs
+            d_hp, da_n, dh_pass = rnn_ffi.gru_bwd(acts, h_before, dy_t, dhw, dh_pass, keep_t, res.rmask)
+            return (d_hp @ w_h_t, dh_pass), (d_hp, da_n)
+
+        keep = rnn_ffi.keep_vector(res.keep, *d_ys.shape[:2])  # [T, B]
+        (dhw, dh_pass), (dw_h, db_h, dw_x, db_x, dxs) = backward_scan(
+            native_step, (jnp.zeros_like(d_h_T), d_h_T), (res.acts, h_prev, d_ys, keep), reverse, unroll,
+            chunks, gradients)
+        d_h0 = dropped(dhw, res.rmask) + dh_pass
+    else:
+        d_h0, (dw_h, db_h, dw_x, db_x, dxs) = backward_scan(
+            step, d_h_T, (res.acts, h_prev, d_ys, res.keep), reverse, unroll, chunks, gradients)
     return GRUParams(w_x=dw_x, w_h=dw_h, b_x=db_x, b_h=db_h), dxs, d_h0
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8))
-def _gru(params, xs, keep, rmask, h0, reverse, forward_unroll, backward_unroll, chunks):
-    ys, h_T, _ = _gru_forward(params, xs, keep, rmask, h0, reverse, forward_unroll)
+@partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8, 9))
+def _gru(params, xs, keep, rmask, h0, reverse, forward_unroll, backward_unroll, chunks, native):
+    ys, h_T, _ = _gru_forward(params, xs, keep, rmask, h0, reverse, forward_unroll, native)
     return ys, h_T
 
 
-def _gru_fwd(params, xs, keep, rmask, h0, reverse, forward_unroll, backward_unroll, chunks):
-    ys, h_T, residuals = _gru_forward(params, xs, keep, rmask, h0, reverse, forward_unroll)
+def _gru_fwd(params, xs, keep, rmask, h0, reverse, forward_unroll, backward_unroll, chunks, native):
+    ys, h_T, residuals = _gru_forward(params, xs, keep, rmask, h0, reverse, forward_unroll, native)
     return (ys, h_T), residuals
 
 
-def _gru_bwd(reverse, forward_unroll, backward_unroll, chunks, residuals, cotangents):
+def _gru_bwd(reverse, forward_unroll, backward_unroll, chunks, native, residuals, cotangents):
     d_ys, d_h_T = cotangents
-    d_params, dxs, d_h0 = _gru_backward(residuals, d_ys, d_h_T, reverse, backward_unroll, chunks)
+    d_params, dxs, d_h0 = _gru_backward(residuals, d_ys, d_h_T, reverse, backward_unroll, chunks, native)
     return d_params, dxs, None, None, d_h0
 
 
@@ -141,19 +167,21 @@ _gru.defvjp(_gru_fwd, _gru_bwd)
 def gru_layer(params: GRUParams, xs: jax.Array, *, lengths=None, mask=None,
               initial_state: HiddenState | None = None, reverse: bool = False, recurrent_dropout: float = 0.0,
               key: jax.Array | None = None, unroll: int | None = None, backward_unroll: int | None = None,
-              backward_chunks: int | None = None) -> tuple[jax.Array, HiddenState]:
+              backward_chunks: int | None = None, native: bool = False) -> tuple[jax.Array, HiddenState]:
     """A GRU (PyTorch variant) over xs [B, T, D] -> (ys [B, T, H], final HiddenState), fused backward pass.
 
     Same results as `scan.unroll(Cell("gru"), params, xs, ...)` with the same keyword arguments; see
-    `lstm_layer`. The "original" (Cho et al.) variant needs a second dependent matmul per step and is only
-    available through `scan.unroll`.
+    `lstm_layer` (also for `native`). The "original" (Cho et al.) variant is
+    `gru_original.gru_original_layer`.
     """
     B, H = _GRU_CELL.check_inputs(params, xs, initial_state)
     dtype = params.w_h.dtype
+    if native:
+        rnn_ffi.check("gru_layer", *params, xs, *(initial_state or ()))
     keep, rmask = prepare(xs, lengths, mask, recurrent_dropout, key, B, H, dtype)
     if initial_state is None:
         initial_state = HiddenState(jnp.zeros((B, H), dtype))
     ys, h_T = _gru(params, xs, keep, rmask, initial_state.h.astype(dtype), reverse,
                    unroll or FORWARD_UNROLL, backward_unroll or BACKWARD_UNROLL,
-                   backward_chunks or BACKWARD_CHUNKS)
+                   backward_chunks or BACKWARD_CHUNKS, bool(native))
     return ys, HiddenState(h_T.astype(initial_state.h.dtype))

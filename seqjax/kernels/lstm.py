@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from seqjax.cells import Cell, LSTMParams, LSTMState
+from seqjax.kernels import rnn_ffi
 from seqjax.kernels.rnn_common import (
     BACKWARD_CHUNKS,
     BACKWARD_UNROLL,
@@ -38,8 +39,9 @@ class _LSTMResiduals(NamedTuple):
     cs: jax.Array  # [T, B, H]: c after each step
 
 
-def _lstm_forward(params, xs, keep, rmask, h0, c0, reverse, unroll):
-    """The forward scan; returns (ys [B, T, H], (h_T, c_T), residuals). It replaces:
+def _lstm_forward(params, xs, keep, rmask, h0, c0, reverse, unroll, native=False):
+    """The forward scan; returns (ys [B, T, H], (h_T, c_T), residuals). `native`: the gate arithmetic of
+    each step in one C++ call (`rnn_ffi.lstm_fwd`) instead of XLA's fusions. It replaces:
 
         xp = xs @ w_x + b                                     # [T, B, 4H], one matmul
         for t in (reversed(range(T)) if reverse else range(T)):
@@ -70,14 +72,25 @@ def _lstm_forward(params, xs, keep, rmask, h0, c0, reverse, unroll):
         acts = jnp.concatenate([i, f, g, o], axis=-1)
         return (h_new, c_new), (acts, h_new, c_new)
 
-    (h_T, c_T), (acts, hs, cs) = jax.lax.scan(step, (h0, c0), (xp, keep), reverse=reverse, unroll=unroll)
+    def native_step(carry, inputs):
+        h, c = carry
+        xp_t, keep_t = inputs
+        h_new, c_new, acts = rnn_ffi.lstm_fwd(xp_t, dropped(h, rmask) @ w_h, h, c, keep_t)
+        return (h_new, c_new), (acts, h_new, c_new)
+
+    if native:
+        step, scanned = native_step, (xp, rnn_ffi.keep_vector(keep, *xp.shape[:2]))
+    else:
+        scanned = (xp, keep)
+    (h_T, c_T), (acts, hs, cs) = jax.lax.scan(step, (h0, c0), scanned, reverse=reverse, unroll=unroll)
     ys = hs if keep is None else jnp.where(keep, hs, jnp.zeros_like(hs))
     residuals = _LSTMResiduals(xs_tm, params.w_x, w_h, keep, rmask, h0, c0, acts, hs, cs)
     return jnp.swapaxes(ys, 0, 1), (h_T, c_T), residuals  # ys [B, T, H]
 
 
-def _lstm_backward(res: _LSTMResiduals, d_ys, d_h_T, d_c_T, reverse, unroll, chunks=1):
+def _lstm_backward(res: _LSTMResiduals, d_ys, d_h_T, d_c_T, reverse, unroll, chunks=1, native=False):
     """The backward pass: a reverse scan for the gate gradients, then one matmul per weight gradient.
+    `native`: each step's gate arithmetic in one C++ call (`rnn_ffi.lstm_bwd`), see `_native_backward`.
 
     The scan replaces (walking the forward scan's steps in the opposite order):
 
@@ -124,26 +137,49 @@ def _lstm_backward(res: _LSTMResiduals, d_ys, d_h_T, d_c_T, reverse, unroll, chu
     def gradients(block, d_gates):  # d_gates [T_block, B, 4H]
         return weight_gradients(res.xs_tm[block.start * B:block.stop * B], res.w_x, h_prev[block], d_gates)
 
+    if native:
+        return _native_backward(res, d_ys, d_h_T, d_c_T, c_prev, reverse, unroll, chunks, gradients)
     (d_h0, d_c0), (dw_h, _, dw_x, db, dxs) = backward_scan(
         step, (d_h_T, d_c_T), (res.acts, res.cs, c_prev, d_ys, keep), reverse, unroll, chunks, gradients)
     return LSTMParams(w_x=dw_x, w_h=dw_h, b=db), dxs, d_h0, d_c0
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8, 9))
-def _lstm(params, xs, keep, rmask, h0, c0, reverse, forward_unroll, backward_unroll, chunks):
-    ys, (h_T, c_T), _ = _lstm_forward(params, xs, keep, rmask, h0, c0, reverse, forward_unroll)
+def _native_backward(res: _LSTMResiduals, d_ys, d_h_T, d_c_T, c_prev, reverse, unroll, chunks, gradients):
+    """`_lstm_backward`'s scan with the gate arithmetic in C++. The carried dh is kept as (dhw, dh_pass), the
+    recurrent matmul's output and what passes padded steps, and summed inside the next call
+    (dh = dhw * rmask + dh_pass), so that XLA runs nothing but the dot between two calls."""
+    w_h_t = res.w_h.T  # [4H, H]
+    keep = rnn_ffi.keep_vector(res.keep, *d_ys.shape[:2])  # [T, B]
+
+    def step(carry, inputs):
+        dhw, dh_pass, dc = carry
+        acts, c_t, c_before, dy_t, keep_t = inputs
+        d_gates, dh_pass, dc = rnn_ffi.lstm_bwd(acts, c_t, c_before, dy_t, dhw, dh_pass, dc, keep_t,
+                                                res.rmask)
+        return (d_gates @ w_h_t, dh_pass, dc), d_gates
+
+    (dhw, dh_pass, d_c0), (dw_h, _, dw_x, db, dxs) = backward_scan(
+        step, (jnp.zeros_like(d_h_T), d_h_T, d_c_T), (res.acts, res.cs, c_prev, d_ys, keep), reverse, unroll,
+        chunks, gradients)
+    return LSTMParams(w_x=dw_x, w_h=dw_h, b=db), dxs, dropped(dhw, res.rmask) + dh_pass, d_c0
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8, 9, 10))
+def _lstm(params, xs, keep, rmask, h0, c0, reverse, forward_unroll, backward_unroll, chunks, native):
+    ys, (h_T, c_T), _ = _lstm_forward(params, xs, keep, rmask, h0, c0, reverse, forward_unroll, native)
     return ys, LSTMState(h_T, c_T)
 
 
-def _lstm_fwd(params, xs, keep, rmask, h0, c0, reverse, forward_unroll, backward_unroll, chunks):
-    ys, (h_T, c_T), residuals = _lstm_forward(params, xs, keep, rmask, h0, c0, reverse, forward_unroll)
+def _lstm_fwd(params, xs, keep, rmask, h0, c0, reverse, forward_unroll, backward_unroll, chunks, native):
+    ys, (h_T, c_T), residuals = _lstm_forward(params, xs, keep, rmask, h0, c0, reverse, forward_unroll,
+                                              native)
     return (ys, LSTMState(h_T, c_T)), residuals
 
 
-def _lstm_bwd(reverse, forward_unroll, backward_unroll, chunks, residuals, cotangents):
+def _lstm_bwd(reverse, forward_unroll, backward_unroll, chunks, native, residuals, cotangents):
     d_ys, d_final = cotangents
     d_params, dxs, d_h0, d_c0 = _lstm_backward(residuals, d_ys, d_final.h, d_final.c, reverse,
-                                               backward_unroll, chunks)
+                                               backward_unroll, chunks, native)
     return d_params, dxs, None, None, d_h0, d_c0
 
 
@@ -153,20 +189,24 @@ _lstm.defvjp(_lstm_fwd, _lstm_bwd)
 def lstm_layer(params: LSTMParams, xs: jax.Array, *, lengths=None, mask=None,
                initial_state: LSTMState | None = None, reverse: bool = False, recurrent_dropout: float = 0.0,
                key: jax.Array | None = None, unroll: int | None = None, backward_unroll: int | None = None,
-               backward_chunks: int | None = None) -> tuple[jax.Array, LSTMState]:
+               backward_chunks: int | None = None, native: bool = False) -> tuple[jax.Array, LSTMState]:
     """An LSTM over xs [B, T, D] -> (ys [B, T, H], final LSTMState), with a fused backward pass.
 
     Same results as `scan.unroll(Cell("lstm"), params, xs, lengths=..., mask=..., initial_state=...,
     reverse=..., recurrent_dropout=..., key=...)`: padded steps keep the state and output zeros, the final
     state is each sequence's state after its last valid step, recurrent dropout draws one [B, H] mask from
     `key` (None = off). `unroll` / `backward_unroll` are the lax.scan unroll factors of the two scans.
+    `native=True` does each step's gate arithmetic, forward and backward, in the C++ kernels (`rnn_ffi`);
+    float32 only.
     """
     B, H = _LSTM_CELL.check_inputs(params, xs, initial_state)
     dtype = params.w_h.dtype
+    if native:
+        rnn_ffi.check("lstm_layer", *params, xs, *(initial_state or ()))
     keep, rmask = prepare(xs, lengths, mask, recurrent_dropout, key, B, H, dtype)
     if initial_state is None:
         initial_state = LSTMState(jnp.zeros((B, H), dtype), jnp.zeros((B, H), dtype))
     h0, c0 = (s.astype(dtype) for s in initial_state)
     ys, final = _lstm(params, xs, keep, rmask, h0, c0, reverse, unroll or FORWARD_UNROLL,
-                      backward_unroll or BACKWARD_UNROLL, backward_chunks or BACKWARD_CHUNKS)
+                      backward_unroll or BACKWARD_UNROLL, backward_chunks or BACKWARD_CHUNKS, bool(native))
     return ys, LSTMState(*(f.astype(s.dtype) for f, s in zip(final, initial_state, strict=True)))

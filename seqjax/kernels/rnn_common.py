@@ -93,8 +93,14 @@ def weight_gradients(xs_tm, w_x, h_prev, d_gates, d_xp=None):
     """
     T, B, G = d_gates.shape
     d_gates = d_gates.reshape(T * B, G)
-    d_xp = d_gates if d_xp is None else d_xp.reshape(T * B, G)
     dw_h = h_prev.reshape(T * B, -1).T @ d_gates
-    dw_x = xs_tm.T @ d_xp
+    return (dw_h, jnp.sum(d_gates, axis=0),
+            *input_gradients(xs_tm, w_x, d_gates.reshape(T, B, G) if d_xp is None else d_xp))
+
+
+def input_gradients(xs_tm, w_x, d_xp):
+    """The input projection's gradients from d_xp [T, B, G]: dW_x = X^T dXP, db = sum(dXP), dxs [B, T, D]."""
+    T, B, G = d_xp.shape
+    d_xp = d_xp.reshape(T * B, G)
     dxs = jnp.swapaxes((d_xp @ w_x.T).reshape(T, B, -1), 0, 1)  # [B, T, D]
-    return dw_h, jnp.sum(d_gates, axis=0), dw_x, jnp.sum(d_xp, axis=0), dxs
+    return xs_tm.T @ d_xp, jnp.sum(d_xp, axis=0), dxs

@@ -21,7 +21,7 @@ from seqjax.nn.params import ParamTree
 class RecurrentLayer(nnx.Module):
     """One recurrent layer: `__call__(xs [B, T, D], *, lengths, mask, initial_state, reverse, key) ->
     (ys [B, T, H], final_state)`. `recurrent_dropout` (one [B, H] mask on h_{t-1}, reused at every step)
-    applies iff key. `implementation` ("auto" | "fused" | "scan") is passed to `scan.unroll`."""
+    applies iff key. `implementation` ("auto" | "native" | "fused" | "scan") is passed to `scan.unroll`."""
 
     def __init__(self, cell: Cell, in_features: int, hidden_size: int, *, recurrent_dropout: float = 0.0,
                  unroll: int = 1, remat: bool = False, implementation: str = "auto", param_dtype=jnp.float32,
