@@ -9,8 +9,9 @@ the model's parameters restored from DIR's latest checkpoint. Decoding uses the 
 through `seqjax.models.gpt.generate_long` (a sliding window once the text outgrows the position
 table). Temperature 0 is greedy. --beam_size > 1 prints the best beam of a deterministic beam search
 (`GPT.generate(beam_size=...)`, no length penalty: every beam has the same length); it decodes within the
-position table (prompt + length - 1 <= max_len) and refuses the sampling flags. Errors: a prompt with characters outside the vocabulary names them; a workdir
-of another task, or a checkpoint whose parameters do not fit the configured model, says so.
+position table (prompt + length - 1 <= max_len) and refuses the sampling flags. Errors: a prompt with
+characters outside the vocabulary names them; a workdir of another task, or a checkpoint whose parameters
+do not fit the configured model, says so.
 """
 from __future__ import annotations
 

@@ -10,10 +10,10 @@ from flax import nnx
 
 from seqjax import attention, masks, optim
 from seqjax.kernels import blockwise
+from seqjax.models import gpt as gpt_lib
 from seqjax.models import variants, vit
 from seqjax.models.encoder import Encoder, TransformerClassifier
 from seqjax.models.encoder_decoder import EncoderDecoder
-from seqjax.models import gpt as gpt_lib
 from seqjax.models.gpt import GPT
 from seqjax.nn import Bias, ClassToken, Kernel, Norm, Position, count_params
 from seqjax.nn.attention import MultiHeadAttention

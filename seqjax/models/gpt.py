@@ -104,7 +104,7 @@ class GPT(nnx.Module):
 
 
 def _step_fn(model: GPT):
-    """decoding's step_fn: tokens int[B, t] after the cached prefix -> (logits of the last one [B, V], cache)."""
+    """decoding's step_fn: tokens int[B, t] after the cached prefix -> (last logits [B, V], cache)."""
 
     def step_fn(tokens, cache):
         logits, cache = model.decode(tokens, cache)
