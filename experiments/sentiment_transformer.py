@@ -20,7 +20,10 @@ Attention maps: python -m seqjax.viz --workdir=/tmp/f_sentiment --input="The big
 from seqjax import configs
 
 VARIANTS = {"full": "1200 steps of 32 sentences, L=2, D=64, mean pooling (the measured run)",
-            "smoke": "6 steps of a 1-layer D=16 model on 256 sentences (seconds; the tests run it)"}
+            "smoke": "6 steps of a 1-layer D=16 model on 256 sentences (seconds; the tests run it)",
+            "pretrained": "the encoder initialised from experiments/mlm_pretrain.py's run in "
+                          "runs/mlm_pretrain (train.init_from; combine as smoke,pretrained)"}
+PRETRAINED = "runs/mlm_pretrain"  # the masked-LM run's workdir (relative to the working directory)
 
 
 def get_config(arg: str | None = None):
@@ -52,6 +55,10 @@ def get_config(arg: str | None = None):
             m.d_model, m.num_heads, m.num_layers, m.mlp_dim = 16, 2, 1, 32
             m.max_len = 25  # data.max_len + 1: room for a [CLS] token should pooling be "cls"
             configs.smoke_train(c, steps=6, batch_size=16)
+        elif p == "pretrained":  # experiments/mlm_pretrain.py: its encoder has this file's arguments
+            c.train.init_from = PRETRAINED
+            c.train.init_from_params = "encoder"  # the pooling head is new; the MLM head is not loaded
         elif p != "full":
-            raise ValueError(f"experiments/sentiment_transformer.py: unknown variant {p!r}; use full|smoke")
+            raise ValueError(f"experiments/sentiment_transformer.py: unknown variant {p!r}; "
+                             "use full|smoke|pretrained")
     return c

@@ -195,10 +195,10 @@ def _train_iterator(config, task: Task, arrays: dict[str, np.ndarray]) -> ArrayI
                          process_count=jax.process_count(), lengths=lengths, num_buckets=buckets)
 
 
-def _load_init_from(path: str, state: TrainState, tx: optax.GradientTransformation) -> TrainState:
-    """`state` with the params of another run's checkpoint at `path` and a fresh optimiser state."""
-    params = ckpt_lib.load_params(path, state.params)
-    log(f"initialised params from {path}")
+def _load_init_from(path: str, only: str, state: TrainState, tx, workdir: str | None) -> TrainState:
+    """`state` with a fresh optimiser state and the params that `checkpoint.init_params` reads and reports."""
+    params, report = ckpt_lib.init_params(path, state.params, only, workdir)
+    log(report["summary"])
     return state._replace(params=params, opt_state=tx.init(params))
 
 
@@ -321,8 +321,9 @@ def _run(config, workdir: str, experiment: str, changed: list[str], task: Task |
     tx, schedule = optim.make_optimizer(config.optim, t.steps)
     log("initialising the model and optimiser state ...")
     graphdef, host_state = init_state(config, task, tx)
+    init_only = t.init_from_params  # read even without init_from (which preflight refuses)
     if t.init_from:
-        host_state = _load_init_from(t.init_from, host_state, tx)
+        host_state = _load_init_from(t.init_from, init_only, host_state, tx, workdir if is_main else None)
     runner = _compiled_steps(config, task, graphdef, tx, schedule)
 
     checkpoints = ckpt_lib.Checkpoints(workdir, keep=t.keep_checkpoints, async_save=t.async_checkpoints)
