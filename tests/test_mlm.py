@@ -26,10 +26,16 @@ def load_config(name: str, variant: str):
 
 
 @pytest.fixture(scope="module")
-def mlm_run(tmp_path_factory):
+def mlm_task():
+    config = load_config("mlm_pretrain", "smoke")
+    return config, build_task(config)
+
+
+@pytest.fixture(scope="module")
+def mlm_run(tmp_path_factory, mlm_task):
     workdir = tmp_path_factory.mktemp("mlm")
-    summary = train.train_and_evaluate(load_config("mlm_pretrain", "smoke"), str(workdir),
-                                       experiment="mlm_pretrain")
+    config, task = mlm_task
+    summary = train.train_and_evaluate(config, str(workdir), experiment="mlm_pretrain", task=task)
     assert summary["status"] == "completed"
     final = summary["final"]
     assert 0.0 <= final["val_masked_accuracy"] <= 1.0 and final["val_targets"] > 0
@@ -61,9 +67,8 @@ def test_pretrained_encoder_initialises_the_classifier_by_name(mlm_run, tmp_path
         checkpoint.init_params(mlm_run, params, "")
 
 
-def test_loss_on_the_targets_rows_equals_the_full_logits(mlm_run):
-    config = load_config("mlm_pretrain", "smoke")
-    task = build_task(config)
+def test_loss_on_the_targets_rows_equals_the_full_logits(mlm_task):
+    config, task = mlm_task
     model = build_model(config, task, nnx.Rngs(0))
     batch = {k: v[:4] for k, v in task.data()["val"].items()}
     loss, metrics = nnx.jit(lambda m, b: task.loss(m, b, None))(model, batch)  # fixed masks, no dropout
