@@ -15,9 +15,11 @@ workdir around them (one run at a time, the same config on resume) are in seqjax
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -199,29 +201,71 @@ def find_checkpoint(path: str) -> tuple[str, int]:
     raise CheckpointError(f"train.init_from: no checkpoint found at {path!r}")
 
 
-def load_params(path: str, params: Any) -> Any:
+def load_params(path: str, params: Any, only: Sequence[str] = (), report: dict | None = None) -> Any:
     """Params from another run's checkpoint, in the structure (and shardings) of `params`.
 
-    Raises ValueError "checkpoint from another model" if the parameter names or shapes differ.
+    only=(): the whole model; raises ValueError "checkpoint from another model" if the parameter names or
+    shapes differ. only=("encoder", ...): exactly the parameters under those top-level names (path prefixes
+    ending at a "/"), which must all be in the checkpoint with their shapes; the others keep their values in
+    `params`, and the checkpoint's other parameters are ignored. `report`, if given, receives the names:
+    {"loaded": [...], "kept": [...], "ignored": [...]} (nothing is dropped or kept silently).
     """
     saved = flat_by_path(load_raw(path)["params"])
     wanted = flat_by_path(params)
-    missing = sorted(set(wanted) - set(saved))
-    unexpected = sorted(set(saved) - set(wanted))
-    shapes = [f"{k}: saved {np.shape(saved[k])}, model {np.shape(v)}" for k, v in wanted.items()
-              if k in saved and np.shape(saved[k]) != np.shape(v)]
+
+    def chosen(name: str) -> bool:
+        return not only or any(_under(name, p) for p in only)
+
+    loaded = [k for k in wanted if chosen(k)]
+    if only:
+        empty = [p for p in only if not any(_under(k, p) for k in wanted)]
+        if empty:
+            raise ValueError(f"train.init_from_params: {empty} name no parameter of this model; its "
+                             f"top-level names: {sorted({k.split('/')[0] for k in wanted})}")
+    missing = sorted(k for k in loaded if k not in saved)
+    unexpected = [] if only else sorted(set(saved) - set(wanted))
+    shapes = [f"{k}: saved {np.shape(saved[k])}, model {np.shape(wanted[k])}" for k in loaded
+              if k in saved and np.shape(saved[k]) != np.shape(wanted[k])]
     if missing or unexpected or shapes:
         raise ValueError(f"train.init_from={path!r}: checkpoint from another model: missing {missing[:5]}, "
                          f"unexpected {unexpected[:5]}, shape mismatches {shapes[:5]}")
+    if report is not None:
+        report.update(loaded=loaded, kept=[k for k in wanted if not chosen(k)],
+                      ignored=sorted(k for k in saved if not (chosen(k) and k in wanted)))
     leaves, treedef = jax.tree_util.tree_flatten(params)
-    keys = list(flat_by_path(params))
+    keys = list(wanted)
 
     def placed(value: np.ndarray, sharding) -> jax.Array:  # each device its shard, on any mesh and process
         return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
 
-    new = [placed(np.asarray(saved[k]).astype(leaf.dtype), leaf.sharding) for k, leaf in
-           zip(keys, leaves, strict=True)]
+    new = [placed(np.asarray(saved[k]).astype(leaf.dtype), leaf.sharding) if chosen(k) else leaf
+           for k, leaf in zip(keys, leaves, strict=True)]
     return jax.tree_util.tree_unflatten(treedef, new)
+
+
+def init_params(path: str, params: Any, only: str = "", workdir: str | None = None) -> tuple[Any, dict]:
+    """`train.init_from`: (params loaded by `load_params`, report). only: comma-separated top-level names
+    (`train.init_from_params`; "" = the whole model). The report {"from", "only", "loaded", "kept",
+    "ignored", "summary"} is written to workdir/init_from.json when a workdir is given."""
+    names = tuple(p.strip() for p in only.split(",") if p.strip())
+    report: dict = {"from": path, "only": list(names)}
+    params = load_params(path, params, names, report)
+    report["summary"] = (f"initialised params from {path}: loaded {len(report['loaded'])} arrays "
+                         f"({', '.join(report['loaded'])})")
+    if names:
+        report["summary"] += (f"; kept their initialisation: {', '.join(report['kept']) or 'none'}; ignored "
+                              f"from the checkpoint: {', '.join(report['ignored']) or 'none'}")
+    if workdir is not None:
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "init_from.json"), "w") as f:
+            json.dump(report, f, indent=1)
+    return params, report
+
+
+def _under(name: str, prefix: str) -> bool:
+    """Whether parameter `name` ("encoder/stack/...") lies under `prefix` ("encoder" or "encoder/stack")."""
+    prefix = prefix.rstrip("/")
+    return name == prefix or name.startswith(prefix + "/")
 
 
 def _not_missing_item_metadata(record: logging.LogRecord) -> bool:

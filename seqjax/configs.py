@@ -62,6 +62,10 @@ FIELD_DOCS = {
     "train.mixed_precision": "bf16 compute with f32 params and optimiser state",
     "train.init_from": "path of another run's workdir or checkpoint step dir whose params initialise this "
                        "run ('' = none)",
+    "train.init_from_params": "comma-separated top-level parameter names (e.g. 'encoder') that "
+                              "train.init_from loads, the rest keeping their initialisation; the names "
+                              "loaded, kept and ignored are logged and written to init_from.json ('' = the "
+                              "whole model, which must match exactly)",
     "train.plots": "write training-curve PNGs at the end",
     "distributed.coordinator_address": "host:port of process 0 for jax.distributed.initialize ('' = a single "
                                        "process; 'auto' = JAX reads it, the process count and id from the "
@@ -206,6 +210,7 @@ def base(task: str, model_name: str, *, optimizer: str = "adamw") -> ml_collecti
     t.sharding_rules = "embed:fsdp,vocab:tensor,heads:tensor,kv_heads:tensor,mlp:tensor"
     t.mixed_precision = False
     t.init_from = ""
+    t.init_from_params = ""
     t.plots = True
 
     c.distributed = d = ml_collections.ConfigDict()

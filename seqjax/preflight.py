@@ -133,6 +133,9 @@ def check_run(config, workdir: str, task=None):
         raise RunError(_first_line(e)) from None
     _check_devices(config)
     check_workdir(workdir)
+    if config.train.init_from_params and not config.train.init_from:
+        raise RunError(f"train.init_from_params={config.train.init_from_params!r} needs train.init_from (the "
+                       "run to load them from)")
     if config.train.init_from:
         try:
             checkpoint.find_checkpoint(config.train.init_from)

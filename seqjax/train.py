@@ -193,10 +193,10 @@ def _train_iterator(config, task: Task, arrays: dict[str, np.ndarray]) -> ArrayI
                          process_count=jax.process_count(), lengths=lengths, num_buckets=buckets)
 
 
-def _load_init_from(path: str, state: TrainState, tx: optax.GradientTransformation) -> TrainState:
-    """`state` with the params of another run's checkpoint at `path` and a fresh optimiser state."""
-    params = ckpt_lib.load_params(path, state.params)
-    log(f"initialised params from {path}")
+def _load_init_from(path: str, only: str, state: TrainState, tx, workdir: str | None) -> TrainState:
+    """`state` with a fresh optimiser state and the params that `checkpoint.init_params` reads and reports."""
+    params, report = ckpt_lib.init_params(path, state.params, only, workdir)
+    log(report["summary"])
     return state._replace(params=params, opt_state=tx.init(params))
 
 
@@ -323,8 +323,9 @@ def _run(config, workdir: str, experiment: str, changed: list[str], task: Task |
     state = runner.create_state(make_state)  # sharded as the steps keep it (one device under pmap)
     if runner.mesh is not None:
         log(f"mesh {dict(runner.mesh.shape)}: state {sharding.describe_bytes(state)}")
+    init_only = t.init_from_params  # read even without init_from (which preflight refuses)
     if t.init_from:
-        state = _load_init_from(t.init_from, state, tx)
+        state = _load_init_from(t.init_from, init_only, state, tx, workdir if is_main else None)
 
     checkpoints = ckpt_lib.Checkpoints(workdir, keep=t.keep_checkpoints, async_save=t.async_checkpoints)
     writer = metrics_io.MetricWriter(workdir, enabled=is_main)

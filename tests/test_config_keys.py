@@ -46,6 +46,7 @@ CHOICES = {
     "attention": ["dot", "general", "bahdanau"], "merge": ["concat", "sum"],
     "variant": ["pytorch", "original"],
     "schedule": ["cosine", "linear", "constant"], "loss": ["mse", "mae"], "dataset": ["weather", "stocks"],
+    "sources": ["mr", "shakespeare", "mr,shakespeare"],
 }
 
 

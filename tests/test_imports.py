@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-PURE_CORE = ["cells", "scan", "patterns", "masks", "dropout", "losses", "attention", "positional", "decoding",
-             "embedding", "kernels.rnn", "kernels.blockwise", "kernels.attention"]
+PURE_CORE = ["cells", "scan", "patterns", "masks", "dropout", "corruption", "losses", "attention",
+             "positional", "decoding", "embedding", "kernels.rnn", "kernels.blockwise", "kernels.attention"]
 
 
 @pytest.mark.parametrize("name", PURE_CORE)

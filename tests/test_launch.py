@@ -239,6 +239,7 @@ def test_unwritable_workdir_is_refused(tmp_path, monkeypatch):
     ({"train.length_buckets": 2}, "declares no padded_lengths"),
     ({"train.keep_checkpoints": 0}, "train.keep_checkpoints: expected an integer >= 1, got 0"),
     ({"train.init_from": "/nonexistent/run"}, "no checkpoint found at '/nonexistent/run'"),
+    ({"train.init_from_params": "encoder"}, "train.init_from_params='encoder' needs train.init_from"),
     ({"model.hidden_size": -3}, "config.model_name='experiments.toy_smoke:ToyModel'"),
 ])
 def test_config_checks_name_the_key_before_the_workdir(tmp_path, overrides, message):

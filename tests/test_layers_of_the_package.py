@@ -17,7 +17,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "seqjax"
 LAYERS = [
     ("pure core", ["seqjax.cells", "seqjax.scan", "seqjax.patterns", "seqjax.masks", "seqjax.dropout",
                    "seqjax.losses", "seqjax.attention", "seqjax.positional", "seqjax.decoding",
-                   "seqjax.embedding", "seqjax.kernels"]),
+                   "seqjax.embedding", "seqjax.corruption", "seqjax.kernels"]),
     ("data", ["seqjax.data", "seqjax.translation_metrics", "seqjax.translation_baselines"]),
     ("nn", ["seqjax.nn"]),
     ("models", ["seqjax.models"]),

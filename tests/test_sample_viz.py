@@ -82,6 +82,18 @@ def test_sample_cli(char_run, capsys):
     assert "characters not in the vocabulary" in capsys.readouterr().err
 
 
+def test_sample_cli_beam_search(char_run, capsys):
+    assert sample.main([f"--workdir={char_run}", "--prompt=KING", "--beam_size=3", "--length=6"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("KING") and len(out) == 4 + 6 + 1  # + print's newline
+    _, task_, model = task.load_run(char_run, ("char_lm",))
+    assert sample.beam_text(task_, model, "KING", 6, 3) + "\n" == out  # the best beam, deterministic
+    with pytest.raises(ValueError, match="exceeds the model's position table"):
+        sample.beam_text(task_, model, "KING", model.max_len, 3)
+    assert sample.main([f"--workdir={char_run}", "--prompt=KING", "--beam_size=3", "--top_k=5"]) == 2
+    assert "--top_k apply to sampling only" in capsys.readouterr().err
+
+
 def test_sample_rejects_other_models(char_run, vit_run, tmp_path, capsys):
     assert sample.main([f"--workdir={vit_run}", "--prompt=ROMEO:"]) == 2
     err = capsys.readouterr().err

@@ -10,6 +10,7 @@ from flax import nnx
 
 from seqjax import attention, masks, optim
 from seqjax.kernels import blockwise
+from seqjax.models import gpt as gpt_lib
 from seqjax.models import variants, vit
 from seqjax.models.encoder import Encoder, TransformerClassifier
 from seqjax.models.encoder_decoder import EncoderDecoder
@@ -181,6 +182,71 @@ def test_seq2seq_beam_search_scores_match_teacher_forcing():
     greedy = np.asarray(model.generate(src, lengths, max_new_tokens=5))
     assert greedy.shape == (2, 6) and np.all(greedy[:, 0] == BOS)
     np.testing.assert_array_equal(np.asarray(model.translate(src, lengths, 5)), greedy[:, 1:])
+
+
+def _lm_logp(model, seqs):
+    """log p(seqs[:, t] | seqs[:, :t]) [B, T-1] by one full forward pass (no cache)."""
+    logp = np.asarray(jax.nn.log_softmax(fwd(model, jnp.asarray(seqs[:, :-1])), axis=-1))
+    return np.take_along_axis(logp, np.asarray(seqs)[:, 1:, None], axis=-1)[..., 0]
+
+
+def _score(token_logp, new_tokens, eos, alpha):
+    """Beam score of one continuation: summed log-probabilities up to and including EOS / length penalty."""
+    total, n = 0.0, 0
+    for lp, tok in zip(token_logp, new_tokens, strict=True):
+        total, n = total + float(lp), n + 1
+        if tok == eos:
+            break
+    return total / ((5 + n) / 6) ** alpha
+
+
+def test_gpt_beam_search_scores_match_teacher_forcing():
+    # A wrong cache reordering (batch axis 1 of the stacked [L, B * W, ...] cache) would make the rescored
+    # log-probabilities disagree with the beam scores.
+    alpha, T0, n_new, eos_id = 0.8, 2, 5, EOS
+    model = _lm()
+    seqs, scores = model.generate(TOKENS[:, :T0], n_new, beam_size=3, eos_id=eos_id, length_penalty=alpha)
+    seqs, scores = np.asarray(seqs), np.asarray(scores)
+    assert seqs.shape == (2, 3, T0 + n_new) and np.all(seqs[:, :, :T0] == np.asarray(TOKENS[:, None, :T0]))
+    assert np.all(np.diff(scores, axis=1) <= 1e-6)  # best first
+    for w in range(3):
+        token_logp = _lm_logp(model, seqs[:, w])[:, T0 - 1:]  # [B, n_new]
+        for b in range(2):
+            want = _score(token_logp[b], seqs[b, w, T0:], eos_id, alpha)
+            assert scores[b, w] == pytest.approx(want, abs=1e-4)
+
+
+def test_gpt_beam_search_is_exhaustive_over_two_steps_of_a_tiny_vocabulary():
+    # V = W = 4: the first step keeps every token, so after the second the W beams are exactly the W best of
+    # all V + V^2 continuations (a finished one [EOS] stands for itself), scored by full recomputation.
+    Vt, T0, alpha, eos_id = 4, 2, 0.6, 3
+    model = GPT(Vt, d_model=D, num_heads=N, num_layers=2, mlp_dim=F, max_len=8, rngs=nnx.Rngs(3))
+    prompt = np.array([[1, 2], [3, 0]], np.int32)
+    seqs, scores = model.generate(jnp.asarray(prompt), 2, beam_size=Vt, eos_id=eos_id, length_penalty=alpha)
+    seqs, scores = np.asarray(seqs), np.asarray(scores)
+    for b in range(2):
+        conts = [(a, c) for a in range(Vt) for c in range(Vt) if a != eos_id]
+        conts += [(eos_id, 0)]  # after EOS only pad (id 0) follows
+        full = np.array([[*prompt[b], a, c] for a, c in conts], np.int32)
+        token_logp = _lm_logp(model, full)[:, T0 - 1:]
+        exhaustive = sorted(((_score(token_logp[i], full[i, T0:], eos_id, alpha), tuple(full[i]))
+                             for i in range(len(full))), reverse=True)[:Vt]
+        assert [tuple(s) for s in seqs[b]] == [s for _, s in exhaustive]
+        np.testing.assert_allclose(scores[b], [sc for sc, _ in exhaustive], atol=1e-4)
+
+
+def test_gpt_beam_width_one_is_greedy_and_sampling_arguments_are_refused():
+    model = _lm()
+    prompt = TOKENS[:, :2]
+    greedy = np.asarray(model.generate(prompt, 5, eos_id=EOS))
+    seqs, _ = gpt_lib._beam_search(model, prompt, max_new_tokens=5, beam_size=1, eos_id=EOS, pad_id=0,
+                                   alpha=0.6)
+    np.testing.assert_array_equal(np.asarray(seqs)[:, 0], greedy)
+    for bad, match in [(dict(key=jax.random.key(0)), "key"), (dict(top_k=2), "top_k"),
+                       (dict(temperature=0.5), "temperature"), (dict(beam_size=V + 1), "exceeds the vocab"),
+                       (dict(beam_size=0), "beam_size: expected >= 1")]:
+        with pytest.raises(ValueError, match=match):
+            model.generate(prompt, 3, **{"beam_size": 2, **bad})
 
 
 def test_layer_stack_scan_equals_python_loop_over_layers():

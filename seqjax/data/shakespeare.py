@@ -108,6 +108,23 @@ def load_plays(directory: str | os.PathLike | None = None) -> dict[str, str]:
     return plays
 
 
+def speeches(plays: dict[str, str]) -> list[str]:
+    """Every speech of `plays` (load_plays' texts) as one line of text, speaker names dropped, in play order.
+
+    A speech is a block between blank lines whose first line is ``NAME:``; its verse lines are joined by
+    spaces. Used as plain English text (e.g. masked-LM pretraining), where the layout does not matter.
+    """
+    out = []
+    for text in plays.values():
+        for block in text.split("\n\n"):
+            lines = [ln.strip() for ln in block.strip().split("\n") if ln.strip()]
+            if lines and lines[0].endswith(":") and lines[0][:-1].isupper():
+                lines = lines[1:]
+            if lines:
+                out.append(" ".join(lines))
+    return out
+
+
 class CharVocab:
     """A fixed character alphabet: ``encode(str) -> int32[T]`` and ``decode(ids) -> str``."""
 

@@ -33,7 +33,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from seqjax.data.tokenize import _pad
+from seqjax.data.tokenize import pad_sequences
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 MODEL_TYPES = ("unigram", "bpe")
@@ -159,7 +159,7 @@ class SubwordTokenizer:
         if isinstance(texts, str):
             raise TypeError("texts: expected a sequence of strings, got a single str")
         seqs = [([BOS_ID] if add_bos else []) + self.encode(t) + ([EOS_ID] if add_eos else []) for t in texts]
-        return _pad(seqs, max_len, PAD_ID)
+        return pad_sequences(seqs, max_len, PAD_ID)
 
     def decode_batch(self, ids: np.ndarray, lengths: np.ndarray | None = None) -> list[str]:
         """Text of each row of ids [N, T], up to its length if given, and up to its first EOS."""

@@ -53,7 +53,8 @@ def join_words(words: Sequence[str]) -> str:
     return out
 
 
-def _pad(seqs: Sequence[Sequence[int]], max_len: int | None, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+def pad_sequences(seqs: Sequence[Sequence[int]], max_len: int | None,
+                  pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     """Right-pad (and right-truncate) int sequences to ids int32[N, T] with lengths int32[N]."""
     lengths = np.array([len(s) for s in seqs], dtype=np.int32)
     T = int(lengths.max(initial=0)) if max_len is None else int(max_len)
@@ -99,7 +100,7 @@ class WordTokenizer:
         """ids int32[N, T], lengths int32[N]; texts longer than `max_len` are truncated (keep their start)."""
         if isinstance(texts, str):
             raise ValueError("texts: expected a sequence of strings, got a single str")
-        return _pad([self.tokens_to_ids(word_split(t)) for t in texts], max_len, self.pad_id)
+        return pad_sequences([self.tokens_to_ids(word_split(t)) for t in texts], max_len, self.pad_id)
 
     def decode(self, ids: np.ndarray, lengths: np.ndarray | None = None) -> list[str]:
         """Space-joined tokens of each row (up to its length, or up to the first padding id)."""
@@ -160,7 +161,7 @@ class CharVocab:
                                  f"got {self.specials}")
         seqs = [([self.bos_id] if add_bos else []) + self.to_ids(s) + ([self.eos_id] if add_eos else [])
                 for s in sequences]
-        return _pad(seqs, max_len, self.pad_id)
+        return pad_sequences(seqs, max_len, self.pad_id)
 
     def decode(self, ids: np.ndarray, *, join: str = "", strip_specials: bool = True) -> list[str]:
         """Each row up to its first EOS (if any), specials dropped, symbols joined with `join`."""

@@ -12,6 +12,7 @@ MODELS = {
     "gpt": "seqjax.models.gpt:GPT",
     "encoder": "seqjax.models.encoder:Encoder",
     "transformer_classifier": "seqjax.models.encoder:TransformerClassifier",
+    "masked_lm": "seqjax.models.masked_lm:MaskedLM",
     "encoder_decoder": "seqjax.models.encoder_decoder:EncoderDecoder",
     "vit": "seqjax.models.vit:ViT",
     # recurrent

@@ -4,6 +4,7 @@
                 rngs=nnx.Rngs(0))
     logits = model(tokens)                                  # tokens int[B, T] -> [B, T, V]
     out = model.generate(prompt, 100, key=key, temperature=0.8, top_k=40)   # int[B, T0 + 100]
+    seqs, scores = model.generate(prompt, 20, beam_size=4)  # int[B, 4, T0 + 20], float32[B, 4] best first
 """
 from __future__ import annotations
 
@@ -76,25 +77,57 @@ class GPT(nnx.Module):
 
     def generate(self, prompt: jax.Array, max_new_tokens: int, *, key: jax.Array | None = None,
                  temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-                 eos_id: int | None = None, pad_id: int = 0) -> jax.Array:
-        """prompt int[B, T0] -> int[B, T0 + max_new_tokens]; greedy when key is None (decoding.generate)."""
+                 eos_id: int | None = None, pad_id: int = 0, beam_size: int = 1,
+                 length_penalty: float = 0.6):
+        """prompt int[B, T0] -> int[B, T0 + max_new_tokens]: greedy when key is None, else sampled
+        (decoding.generate). beam_size > 1: beam search (decoding.beam_search), deterministic, ranked by
+        log-probability / ((5 + length) / 6) ** length_penalty -> (sequences int[B, W, T0 + max_new_tokens],
+        scores float32[B, W]) best first; the sampling arguments are refused there."""
         check_token_ids(prompt, self.vocab_size, "prompt")
         need = prompt.shape[1] + max_new_tokens - 1  # the last token is never fed back
         positional.check_length(need, self.max_len, "prompt + max_new_tokens - 1")
-        return _generate(self, prompt, key, max_new_tokens=max_new_tokens, temperature=temperature,
-                         top_k=top_k, top_p=top_p, eos_id=eos_id, pad_id=pad_id)
+        if int(beam_size) < 1:
+            raise ValueError(f"beam_size: expected >= 1, got {beam_size}")
+        if beam_size == 1:
+            return _generate(self, prompt, key, max_new_tokens=max_new_tokens, temperature=temperature,
+                             top_k=top_k, top_p=top_p, eos_id=eos_id, pad_id=pad_id)
+        sampling = {"key": key, "top_k": top_k, "top_p": top_p}
+        given = [k for k, v in sampling.items() if v is not None] + (["temperature"] if temperature != 1.0
+                                                                     else [])
+        if given:
+            raise ValueError(f"beam_size={beam_size}: beam search is deterministic; {', '.join(given)} "
+                             "apply to sampling (beam_size=1) only")
+        if beam_size > self.vocab_size:
+            raise ValueError(f"beam_size: W = {beam_size} exceeds the vocabulary size V = {self.vocab_size}")
+        return _beam_search(self, prompt, max_new_tokens=max_new_tokens, beam_size=int(beam_size),
+                            eos_id=eos_id, pad_id=pad_id, alpha=float(length_penalty))
 
 
-@nnx.jit(static_argnames=("max_new_tokens", "temperature", "top_k", "top_p", "eos_id", "pad_id"))
-def _generate(model: GPT, prompt, key, *, max_new_tokens, temperature, top_k, top_p, eos_id, pad_id):
-    cache = model.init_cache(prompt.shape[0], prompt.shape[1] + max_new_tokens - 1)
+def _step_fn(model: GPT):
+    """decoding's step_fn: tokens int[B, t] after the cached prefix -> (last logits [B, V], cache)."""
 
     def step_fn(tokens, cache):
         logits, cache = model.decode(tokens, cache)
         return logits[:, -1], cache
 
-    return decoding.generate(step_fn, prompt, cache, max_new_tokens, key=key, temperature=temperature,
+    return step_fn
+
+
+@nnx.jit(static_argnames=("max_new_tokens", "temperature", "top_k", "top_p", "eos_id", "pad_id"))
+def _generate(model: GPT, prompt, key, *, max_new_tokens, temperature, top_k, top_p, eos_id, pad_id):
+    cache = model.init_cache(prompt.shape[0], prompt.shape[1] + max_new_tokens - 1)
+    return decoding.generate(_step_fn(model), prompt, cache, max_new_tokens, key=key, temperature=temperature,
                              top_k=top_k, top_p=top_p, eos_id=eos_id, pad_id=pad_id)
+
+
+@nnx.jit(static_argnames=("max_new_tokens", "beam_size", "eos_id", "pad_id", "alpha"))
+def _beam_search(model: GPT, prompt, *, max_new_tokens, beam_size, eos_id, pad_id, alpha):
+    """(sequences int[B, W, T0 + max_new_tokens], scores float32[B, W]); any W >= 1 (W = 1 is greedy)."""
+    B, W = prompt.shape[0], beam_size
+    # The cache holds B * W rows, beam-major within each batch entry; its leaves are [L, B * W, ...].
+    cache = model.init_cache(B * W, prompt.shape[1] + max_new_tokens - 1)
+    return decoding.beam_search(_step_fn(model), prompt, cache, max_new_tokens, beam_size=W, eos_id=eos_id,
+                                pad_id=pad_id, alpha=alpha, cache_batch_axis=1)
 
 
 def generate_long(model: GPT, prompt_ids, length: int, *, key: jax.Array | None = None,

@@ -10,7 +10,7 @@ Every parameter is declared with its role where it is created, as a subclass of 
 | `Bias`       | an additive offset                                            | no           |
 | `Norm`       | a LayerNorm scale or offset                                   | no           |
 | `Position`   | a learned position table                                      | no           |
-| `ClassToken` | a learned input vector such as ViT's or BERT's [CLS]          | no           |
+| `ClassToken` | a learned input vector such as ViT's or BERT's [CLS], [MASK] | no           |
 
 `seqjax.optim.decay_mask` reads these types, so a bias is never decayed whatever it is called, and a plain
 `nnx.Param` (no declared role, e.g. from `flax.nnx.Linear`) is an error when weight decay is on, not a guess.
@@ -96,7 +96,7 @@ class Position(_Role):
 
 
 class ClassToken(_Role):
-    """A learned input vector prepended to a sequence ([CLS]): never weight-decayed."""
+    """A learned input vector ([CLS] prepended to a sequence, [MASK] in place of a token): never decayed."""
 
 
 DECAYED_ROLES = (Kernel,)

@@ -11,6 +11,7 @@ TASKS = {
     "g2p": "seqjax.tasks.g2p:G2PTask",
     "image_classification": "seqjax.tasks.image_classification:ImageClassificationTask",
     "patterns": "seqjax.tasks.patterns:PatternsTask",
+    "masked_lm": "seqjax.tasks.mlm:MaskedLMTask",
     "sentiment": "seqjax.tasks.sentiment:SentimentTask",
 }
 

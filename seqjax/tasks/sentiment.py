@@ -75,6 +75,19 @@ def embedding_table(model: nnx.Module, vocab_size: int) -> np.ndarray:
     raise ValueError(f"model has no [V={vocab_size}, D] embedding parameter")
 
 
+def polarity_data(split_seed: int, min_count: int, max_train: int, max_eval: int):
+    """(splits {name: (texts, labels)}, WordTokenizer fitted on the training texts): the sentences and the
+    vocabulary of every task on the polarity corpus (the masked-LM pretraining task shares them, so its
+    encoder's embedding rows mean the same words)."""
+    raw = load_polarity_splits(split_seed)
+    if max_train:  # smoke runs: a subset (the test split stays whole unless max_eval is set)
+        raw["train"] = (raw["train"][0][:max_train], raw["train"][1][:max_train])
+    if max_eval:
+        for k in ("val", "test"):
+            raw[k] = (raw[k][0][:max_eval], raw[k][1][:max_eval])
+    return raw, WordTokenizer.fit(raw["train"][0], min_count=min_count)
+
+
 class SentimentTask:
     """Arguments (config.data): split_seed of the 80/10/10 split; max_len tokens per sentence (longer ones are
     truncated); min_count (rarer training words become <unk>); max_train / max_eval (0 = all; smoke
@@ -95,14 +108,8 @@ class SentimentTask:
             max_train: use only the first N training sentences (0 = all).
             max_eval: use only the first N val and test sentences (0 = all).
         """
-        raw = load_polarity_splits(split_seed)
-        if max_train:  # smoke runs: a subset (the test split stays whole unless max_eval is set)
-            raw["train"] = (raw["train"][0][:max_train], raw["train"][1][:max_train])
-        if max_eval:
-            for k in ("val", "test"):
-                raw[k] = (raw[k][0][:max_eval], raw[k][1][:max_eval])
+        raw, self.tokenizer = polarity_data(split_seed, min_count, max_train, max_eval)
         self.texts = {k: v[0] for k, v in raw.items()}
-        self.tokenizer = WordTokenizer.fit(self.texts["train"], min_count=min_count)
         self._splits = {}
         for name, (texts, labels) in raw.items():
             ids, lengths = self.tokenizer.encode(texts, max_len=max_len)
