@@ -49,7 +49,7 @@ class MaskedLM(nnx.Module):
         # [MASK]'s input vector, drawn like an embedding row (a zero vector would be a position-only input).
         self.mask_token = ClassToken(EMBED_INIT_SCALE * jax.random.normal(rngs.params(), (d_model,)),
                                      ("embed",))
-        # D -> D: the input splits like every "embed" axis; the output stays whole (a LayerNorm over D follows).
+        # D -> D: the input splits as "embed" does; the output stays whole (a LayerNorm over D follows).
         self.transform = Dense(d_model, d_model, axes=("embed", None), rngs=rngs)
         self.activation = activation_fn(activation)
         self.transform_norm = LayerNorm(d_model, epsilon=layer_norm_epsilon, rngs=rngs)

@@ -34,8 +34,8 @@ class Dense(nnx.Linear):
     the bias takes the second.
     """
 
-    def __init__(self, in_features: int, out_features: int, *, axes: tuple[str, str | None], use_bias: bool = True,
-                 rngs: nnx.Rngs):
+    def __init__(self, in_features: int, out_features: int, *, axes: tuple[str, str | None],
+                 use_bias: bool = True, rngs: nnx.Rngs):
         super().__init__(in_features, out_features, use_bias=use_bias, rngs=rngs)
         self.kernel = Kernel(self.kernel[...], axes)
         if use_bias:
