@@ -15,6 +15,10 @@ the headline metrics).
 
 A workdir holds one run: resuming it with another config is refused unless --allow_config_change=KEY[,KEY]
 names the keys that differ (see seqjax/checkpoint.py).
+The run starts with glibc's huge-page malloc (or tcmalloc) where the machine supports it: launch.py
+re-executes itself once with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 before JAX loads, and the run log's first
+line says which malloc it has (`malloc: ...`); --malloc=system or SEQJAX_MALLOC=system keeps the default
+(seqjax/allocator.py says why: page faults were most of the CPU gap to PyTorch).
 Multi-host: add --coordinator_address=HOST:PORT --num_processes=N --process_id=I on every process.
 
 Every config value is checked, the task and model built once, before the workdir is touched
@@ -42,6 +46,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from seqjax import allocator  # standard library only: it runs before JAX is imported
+
 ROOT = os.path.dirname(os.path.abspath(__file__))
 EXPERIMENTS = os.path.join(ROOT, "experiments")
 
@@ -59,6 +65,10 @@ flags.DEFINE_list("allow_config_change", [], "Resume a workdir although these co
 flags.DEFINE_string("coordinator_address", "", "host:port of process 0, for multi-process runs.")
 flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process runs).")
 flags.DEFINE_integer("process_id", None, "This process's index in [0, num_processes).")
+flags.DEFINE_enum("malloc", "auto", allocator.CHOICES, "The process's malloc (seqjax/allocator.py): 'auto' "
+                  "re-executes launch.py once with glibc's huge pages (or tcmalloc) where supported; "
+                  "'system' keeps the default malloc (so does SEQJAX_MALLOC=system).")
+MALLOC: allocator.Decision | None = None  # what tune_process decided, logged once at the start of a run
 
 
 class UsageError(Exception):
@@ -272,6 +282,8 @@ def main(argv):
             print(" ".join(shlex.quote(c) for c in cmd))
         return 0
 
+    if MALLOC is not None:
+        print(allocator.describe(MALLOC), flush=True)
     # Multi-process setup must precede any other JAX use.
     from seqjax import parallel, preflight, stopping
     d = config.distributed
@@ -337,4 +349,8 @@ def main(argv):
         raise
 
 if __name__ == "__main__":
+    try:  # before JAX is imported: glibc reads its tunables at process start, so this may re-execute
+        MALLOC = allocator.tune_process(allocator.from_argv(sys.argv[1:]))
+    except ValueError as e:
+        fail(str(e))
     app.run(main, flags_parser=parse_flags)
