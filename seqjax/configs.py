@@ -52,7 +52,10 @@ FIELD_DOCS = {
     "train.async_checkpoints": "save checkpoints in a background thread",
     "train.parallel": "'mesh' (jit over a 1-D device mesh, axis 'data'), 'pmap', or 'none' (a mesh of one "
                       "device)",
-    "train.mixed_precision": "bf16 compute with f32 params and optimiser state",
+    "train.precision": "'f32', 'bf16' or 'fp16' (seqjax/precision.py): params and optimiser state stay f32; "
+                       "'bf16'/'fp16' compute matmuls and attention products in 16 bits, LayerNorm, softmax "
+                       "and loss in f32; 'fp16' adds dynamic loss scaling (a step with inf/NaN gradients is "
+                       "skipped and the scale halved)",
     "train.init_from": "path of another run's workdir or checkpoint step dir whose params initialise this "
                        "run ('' = none)",
     "train.plots": "write training-curve PNGs at the end",
@@ -194,7 +197,7 @@ def base(task: str, model_name: str, *, optimizer: str = "adamw") -> ml_collecti
     t.keep_checkpoints = 3
     t.async_checkpoints = True
     t.parallel = "mesh"
-    t.mixed_precision = False
+    t.precision = "f32"
     t.init_from = ""
     t.plots = True
 

@@ -178,3 +178,11 @@ def make_runner(mode: str, train_fn: Callable, eval_fn: Callable, devices: list 
     if mode == "pmap":
         return pmap_runner(train_fn, eval_fn, devices)
     raise ValueError(f"train.parallel: expected 'mesh', 'pmap' or 'none', got {mode!r}")
+
+
+def mean_over(axis_name: str | None, tree: Any) -> Any:
+    """The floating-point leaves of `tree` averaged over the pmap axis `axis_name` (None: as they are)."""
+    if axis_name is None:
+        return tree
+    return jax.tree.map(lambda x: jax.lax.pmean(x, axis_name) if jnp.issubdtype(x.dtype, jnp.floating) else x,
+                        tree)
