@@ -31,7 +31,8 @@ API_PAGES = [
     ("models", "Models", ["seqjax.models"]),
     ("training", "Training", ["seqjax.optim", "seqjax.checkpoint", "seqjax.workdir", "seqjax.parallel",
                               "seqjax.metrics_io", "seqjax.configs", "seqjax.task", "seqjax.train",
-                              "seqjax.cli", "seqjax.preflight", "seqjax.stopping"]),
+                              "seqjax.cli", "seqjax.preflight", "seqjax.stopping", "seqjax.allocator",
+                              "seqjax.precision"]),
     ("tasks", "Tasks", ["seqjax.tasks"]),
     ("tools", "Tools (sample, viz)", ["seqjax.sample", "seqjax.viz"]),
 ]
