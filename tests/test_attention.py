@@ -406,7 +406,7 @@ def test_bf16_compute_tracks_f32_values_and_gradients(implementation):
             out = attention.dot_product_attention(q, k, v, causal=True, implementation=implementation,
                                                   compute_dtype=compute_dtype)
             return jnp.sum(out * cot), out
-        (_, out), grads = jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(q, k, v)
+        (_, out), grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(q, k, v)
         return out, grads
 
     out32, grads32 = run(None)
