@@ -34,7 +34,8 @@ from seqjax.kernels.attention import einsum_attention, einsum_attention_with_vjp
 # fast or faster on CPU (T = 128 and 512 in benchmarks/bench_gpt.py, bench_attention.py); from here on its
 # quadratic memory (f32 [B, N, T, S] scores, 16 MiB per batch row and head at T = S = 2048) is what matters.
 BLOCKWISE_MIN_SCORES = 2048 * 2048
-IMPLEMENTATIONS = (None, "xla", "xla_autodiff", "blockwise", "jax", "cudnn", "splash")
+IMPLEMENTATIONS = (None, "xla", "xla_autodiff", "blockwise", "jax")  # every one runs on every backend
+VENDOR_IMPLEMENTATIONS = ("cudnn", "splash")  # GPU / TPU only (kernels.vendor)
 
 
 def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None,
@@ -86,8 +87,9 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
             return res[0].astype(q.dtype), res[1]
         return res.astype(q.dtype)
     B, T, N, K, S, M = masks_lib.check_attention_inputs(q, k, v, mask, bias)
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"implementation: expected one of {IMPLEMENTATIONS}, got {implementation!r}")
+    if implementation not in IMPLEMENTATIONS + VENDOR_IMPLEMENTATIONS:
+        raise ValueError(f"implementation: expected one of {IMPLEMENTATIONS + VENDOR_IMPLEMENTATIONS}, "
+                         f"got {implementation!r}")
     check_rate(dropout_rate, "dropout_rate")
 
     dropout_on = key is not None and dropout_rate > 0.0
