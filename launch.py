@@ -18,6 +18,10 @@ the headline metrics).
 
 A workdir holds one run: resuming it with another config is refused unless --allow_config_change=KEY[,KEY]
 names the keys that differ (see seqjax/checkpoint.py).
+The run starts with glibc's huge-page malloc (or tcmalloc) where the machine supports it: launch.py
+re-executes itself once with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 before JAX loads, and the run log's first
+line says which malloc it has (`malloc: ...`); --malloc=system or SEQJAX_MALLOC=system keeps the default
+(seqjax/allocator.py says why: page faults were most of the CPU gap to PyTorch).
 Multi-host: add --coordinator_address=HOST:PORT --num_processes=N --process_id=I on every process, or
 --coordinator_address=auto where JAX reads them from the cluster (under SLURM's srun, Open MPI, a TPU pod
 slice). On SLURM, --slurm writes and submits the batch script (seqjax/slurm.py): every task runs under srun
@@ -50,7 +54,11 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from seqjax import slurm, sweep
+from seqjax import (
+    allocator,  # standard library only: it runs before JAX is imported
+    slurm,
+    sweep,
+)
 from seqjax.cli import UsageError
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -74,6 +82,10 @@ flags.DEFINE_string("coordinator_address", "", "host:port of process 0, for mult
 flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process runs).")
 flags.DEFINE_integer("process_id", None, "This process's index in [0, num_processes).")
 slurm.define_flags(FLAGS)
+flags.DEFINE_enum("malloc", "auto", allocator.CHOICES, "The process's malloc (seqjax/allocator.py): 'auto' "
+                  "re-executes launch.py once with glibc's huge pages (or tcmalloc) where supported; "
+                  "'system' keeps the default malloc (so does SEQJAX_MALLOC=system).")
+MALLOC: allocator.Decision | None = None  # what tune_process decided, logged once at the start of a run
 
 
 def fail(message: str, status: int = 2):
@@ -279,6 +291,8 @@ def main(argv):
             config.distributed.num_processes = FLAGS.num_processes or 1
             config.distributed.process_id = FLAGS.process_id or 0
 
+    if MALLOC is not None:
+        print(allocator.describe(MALLOC), flush=True)
     # Multi-process setup must precede any other JAX use.
     from seqjax import parallel, preflight, stopping
     d = config.distributed
@@ -340,4 +354,8 @@ def main(argv):
         raise
 
 if __name__ == "__main__":
+    try:  # before JAX is imported: glibc reads its tunables at process start, so this may re-execute
+        MALLOC = allocator.tune_process(allocator.from_argv(sys.argv[1:]))
+    except ValueError as e:
+        fail(str(e))
     app.run(main, flags_parser=parse_flags)

@@ -27,6 +27,14 @@ rounds are interleaved: in round r every worker in turn times its step a few tim
 a round's figure is the median of those calls; the reported time is the median over rounds. The load average
 is recorded before and after each benchmark. The f32 GEMM peak (benchmark "gemm_f32", JAX and torch) is
 measured in the same run, so each benchmark's GFLOP/s can be shown as a fraction of what a plain matmul gets.
+
+Settings: every benchmark runs once per (allocator, threads) setting, both sides always on the same one, so
+nothing wins by configuration alone. `--malloc system,auto` (the default) runs every worker first on the
+system malloc (SEQJAX_MALLOC=system), then on what seqjax.allocator picks (glibc huge pages where supported);
+`--threads all,1` (the default) runs with every core, then pinned to CPU 0 (the workers' affinity, like
+`taskset -c 0`) with one intra-op thread (OMP_NUM_THREADS=MKL_NUM_THREADS=1, XLA without Eigen threads). Each
+worker reports the allocator in effect; a benchmark whose implementations disagree is an error. The last table
+shows the subject/peer ratio of each setting side by side.
 """
 from __future__ import annotations
 
@@ -105,12 +113,13 @@ def validate(name: str, spec: dict) -> dict:
 class WorkerProcess:
     """A persistent benchmarks/worker.py process running one implementation."""
 
-    def __init__(self, label: str, env: dict | None = None):
+    def __init__(self, label: str, env: dict | None = None, cpus: set[int] | None = None):
         self.label = label
         self.log = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(
             [sys.executable, os.path.join(BENCH_DIR, "worker.py")], cwd=REPO_ROOT, env=env,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
+            preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus))
 
     def request(self, timeout: float, **message) -> dict:
         self.proc.stdin.write(json.dumps(message) + "\n")
@@ -141,23 +150,39 @@ class WorkerProcess:
         self.log.close()
 
 
-def single_thread_env() -> dict:
-    """Worker environment for --single-thread: one intra-op thread in torch (OpenMP/MKL) and in XLA."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false").strip()
+MALLOCS = ("system", "auto", "hugetlb", "tcmalloc")  # seqjax.allocator's choices
+PINNED_CPU = 0
+
+
+def worker_env(malloc: str, threads: str) -> dict:
+    """The environment of every worker of one setting: the allocator (`malloc`, one of MALLOCS) and, for
+    threads "1", one intra-op thread in torch (OpenMP/MKL) and in XLA. An allocator set in the runner's own
+    environment is removed first, so both sides start from the same place."""
+    drop = ("GLIBC_TUNABLES", "LD_PRELOAD", "SEQJAX_MALLOC_DONE")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    for var in ("GLIBC_TUNABLES", "LD_PRELOAD"):  # keep unrelated settings, drop only the allocator's
+        kept = [p for p in os.environ.get(var, "").replace(" ", ":").split(":")
+                if p and "malloc.hugetlb" not in p and "tcmalloc" not in p]
+        if kept:
+            env[var] = (":" if var == "GLIBC_TUNABLES" else " ").join(kept)
+    env["SEQJAX_MALLOC"] = malloc
+    if threads == "1":
+        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false").strip()
     return env
 
 
 def measure(name: str, spec: dict, config: dict, rounds: int, metric: str = "wall",
-            env: dict | None = None) -> dict:
-    """Set up every implementation in its own worker, then time them in interleaved rounds."""
+            env: dict | None = None, cpus: set[int] | None = None) -> dict:
+    """Set up every implementation in its own worker (environment `env`, CPU affinity `cpus`), then time them
+    in interleaved rounds."""
     kind = spec["kind"]
     order = [spec["subject"], *spec["peers"]]
     order += [impl for impl in spec["impls"] if impl not in order]
     workers, info, errors = {}, {}, {}
     try:
         for impl in order:  # one setup at a time: compilation must not compete with anything
-            worker = WorkerProcess(f"{name}/{impl}", env)
+            worker = WorkerProcess(f"{name}/{impl}", env, cpus)
             try:
                 info[impl] = worker.request(SETUP_TIMEOUT, cmd="setup", target=spec["impls"][impl],
                                             config=config, kind=kind)
@@ -190,6 +215,10 @@ def measure(name: str, spec: dict, config: dict, rounds: int, metric: str = "wal
     finally:
         for worker in workers.values():
             worker.close()
+    mallocs = {impl: info[impl]["threads"]["malloc"] for impl in per_round}
+    if len(set(mallocs.values())) > 1:  # never compare two allocators
+        errors["malloc"] = f"the implementations ran on different allocators: {mallocs}"
+        print(f"  {errors['malloc']}", file=sys.stderr)
     results = {}
     for impl, values in per_round.items():
         if not values:
@@ -284,14 +313,19 @@ def print_table(rows: list[dict]) -> None:
         print(" ".join(format(cell, spec) for cell, (_, spec) in zip(cells, columns, strict=True)))
 
 
+def setting_key(row: dict) -> tuple:
+    return row.get("name"), row.get("malloc_setting"), row.get("threads_setting")
+
+
 def write_results(rows: list[dict], path: str) -> None:
-    """Merge into `path`: entries of the benchmarks run now replace older ones; others are kept."""
-    names = {row["name"] for row in rows}
+    """Merge into `path`: entries of the (benchmark, allocator, threads) settings run now replace older ones;
+    others are kept."""
+    keys = {setting_key(row) for row in rows}
     kept = []
     if os.path.exists(path):
         try:
             with open(path) as f:
-                kept = [row for row in json.load(f) if row.get("name") not in names]
+                kept = [row for row in json.load(f) if setting_key(row) not in keys]
         except (json.JSONDecodeError, TypeError, AttributeError):
             kept = []
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -300,7 +334,44 @@ def write_results(rows: list[dict], path: str) -> None:
         f.write("\n")
 
 
+def setting_label(malloc: str, threads: str) -> str:
+    return f"{malloc}, {'1 thread pinned' if threads == '1' else 'all threads'}"
+
+
+def print_settings_table(rows: list[dict], settings: list[tuple[str, str]]) -> None:
+    """One line per (benchmark, peer): subject vs peer (ratio) under each setting, both sides alike."""
+    labels = [setting_label(*setting) for setting in settings]
+    print("| benchmark | peer | " + " | ".join(labels) + " |")
+    print("|---|---|" + "---|" * len(labels))
+    seen = []
+    for row in rows:
+        if (row["name"], row["peer"]) not in seen:
+            seen.append((row["name"], row["peer"]))
+    for name, peer in seen:
+        cells = []
+        for setting in settings:
+            match = [r for r in rows if (r["name"], r["peer"], r["malloc_setting"], r["threads_setting"])
+                     == (name, peer, *setting)]
+            r = match[0] if match else None
+            if r is None or r["unit"] != "ms":
+                value = None if r is None else r.get("seqjax_value")
+                cells.append("-" if value is None else f"{value:.1f} {r['unit']}")
+                continue
+            malloc = ",".join(sorted(set(r["malloc"].values()))) or "?"
+            cells.append(f"{fmt(r['seqjax_ms'], '.1f')} vs {fmt(r['peer_ms'], '.1f')}: "
+                         f"{fmt(r['ratio'], '.2f')} ({malloc})")
+        print(f"| {name} | {peer} | " + " | ".join(cells) + " |")
+
+
 # ------------------------------------------------------------------------------------------------- main
+
+def parse_list(text: str, allowed: tuple[str, ...], flag: str) -> list[str]:
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    bad = [v for v in values if v not in allowed]
+    if not values or bad:
+        raise SystemExit(f"run.py: error: {flag}: expected a comma-separated list of {allowed}, got {text!r}")
+    return values
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -309,16 +380,24 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer rounds and each benchmark's quick_config")
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     parser.add_argument("--no-gemm", action="store_true", help="skip the f32 GEMM peak measurement")
-    parser.add_argument("--out", default=RESULTS, help="JSON results file (merged by benchmark name)")
+    parser.add_argument("--out", default=RESULTS, help="JSON results file (merged by benchmark and setting)")
     parser.add_argument("--metric", choices=("wall", "cpu"), default="wall",
                         help="time per step: wall clock (default) or the worker's CPU time, which a loaded "
-                             "machine inflates much less (best with --single-thread, where no thread spins)")
-    parser.add_argument("--single-thread", action="store_true",
-                        help="one intra-op thread per framework (OMP_NUM_THREADS=1, XLA: no Eigen threads)")
+                             "machine inflates much less (best with --threads 1, where no thread spins)")
+    parser.add_argument("--malloc", default="system,auto",
+                        help=f"allocators to run every benchmark on, both sides alike, from {MALLOCS} "
+                             "(seqjax.allocator; auto = huge pages where supported); default system,auto")
+    parser.add_argument("--threads", default="all,1",
+                        help="'all' (every core, the frameworks' default threads) and/or '1' (pinned to CPU "
+                             f"{PINNED_CPU}, one intra-op thread per framework); default all,1")
+    parser.add_argument("--single-thread", action="store_true", help="same as --threads 1")
     args = parser.parse_args(argv)
     rounds = args.rounds or (3 if args.quick else 7)
     if rounds < 1:
         parser.error(f"--rounds must be >= 1, got {rounds}")
+    mallocs = parse_list(args.malloc, MALLOCS, "--malloc")
+    threads = ["1"] if args.single_thread else parse_list(args.threads, ("all", "1"), "--threads")
+    settings = [(m, t) for t in threads for m in mallocs]
 
     benchmarks = discover()
     if args.list:
@@ -334,26 +413,36 @@ def main(argv=None) -> int:
         names = [GEMM] + [name for name in names if name != GEMM]
 
     load_start = os.getloadavg()
-    print(f"load average {load_start}, {os.cpu_count()} CPUs, {rounds} rounds, {args.metric} time"
-          + (", single-threaded" if args.single_thread else ""), file=sys.stderr)
-    rows, gemm_peaks = [], {}
-    for name in names:
-        spec = benchmarks[name]
-        config = merge(spec["config"], spec.get("quick_config"), args.quick)
-        print(f"{name} {short_config(config, 200)}", file=sys.stderr, flush=True)
-        load_before = os.getloadavg()
-        measured = measure(name, spec, config, rounds, args.metric,
-                           single_thread_env() if args.single_thread else None)
-        load = {"before": load_before, "after": os.getloadavg()}
-        if name == GEMM:
-            flops = spec["flops"](config) if callable(spec["flops"]) else spec["flops"]
-            for result in measured["results"].values():
-                gemm_peaks[framework_of(result)] = flops / result["value"] / 1e9
-        for row in rows_for(name, spec, config, measured, gemm_peaks, load):
-            rows.append({**row, "metric": args.metric, "single_thread": args.single_thread})
+    print(f"load average {load_start}, {os.cpu_count()} CPUs, {rounds} rounds, {args.metric} time, settings "
+          f"{[setting_label(*st) for st in settings]}", file=sys.stderr)
+    rows = []
+    for malloc, thread_setting in settings:
+        env = worker_env(malloc, thread_setting)
+        cpus = {PINNED_CPU} if thread_setting == "1" else None
+        setting_rows, gemm_peaks = [], {}
+        for name in names:
+            spec = benchmarks[name]
+            config = merge(spec["config"], spec.get("quick_config"), args.quick)
+            print(f"[{setting_label(malloc, thread_setting)}] {name} {short_config(config, 200)}",
+                  file=sys.stderr, flush=True)
+            load_before = os.getloadavg()
+            measured = measure(name, spec, config, rounds, args.metric, env, cpus)
+            load = {"before": load_before, "after": os.getloadavg()}
+            if name == GEMM:
+                flops = spec["flops"](config) if callable(spec["flops"]) else spec["flops"]
+                for result in measured["results"].values():
+                    gemm_peaks[framework_of(result)] = flops / result["value"] / 1e9
+            malloc_in_effect = {impl: r["threads"]["malloc"] for impl, r in measured["results"].items()}
+            for row in rows_for(name, spec, config, measured, gemm_peaks, load):
+                setting_rows.append({**row, "metric": args.metric, "malloc_setting": malloc,
+                                     "threads_setting": thread_setting, "malloc": malloc_in_effect,
+                                     "single_thread": thread_setting == "1"})
+        print(f"\n{setting_label(malloc, thread_setting)} (both sides):")
+        print_table(setting_rows)
+        rows += setting_rows
     print()
-    print_table(rows)
-    print(f"\n{args.metric} time{', single-threaded' if args.single_thread else ''}; "
+    print_settings_table(rows, settings)
+    print(f"\n{args.metric} time, subject vs peer in ms: ratio (allocator in effect on both sides); "
           f"load average (1, 5, 15 min): start {load_start}, end {os.getloadavg()}")
     write_results(rows, args.out)
     print(f"wrote {os.path.relpath(args.out)}")

@@ -14,6 +14,10 @@ protocol only; everything the implementation prints goes to stderr):
                                                    seconds per call, kind "time" only)
     {"cmd": "exit"}
 A failure replies {"ok": false, "error": "<traceback>"} and the worker keeps serving (the runner decides).
+
+Allocator: like launch.py, the worker starts on the malloc `seqjax.allocator` picks (re-executing itself
+once, before any framework loads), as the runner's SEQJAX_MALLOC says; `threads["malloc"]` reports the one in
+effect, whichever framework the worker runs, so the runner can check that both sides had the same.
 """
 from __future__ import annotations
 
@@ -26,6 +30,13 @@ import traceback
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(BENCH_DIR)
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+from seqjax import allocator  # noqa: E402  (standard library only)
+
+if __name__ == "__main__":  # before a framework loads: glibc reads its malloc tunables at start
+    allocator.tune_process()
 
 FRAMEWORKS = ("jax", "torch")
 
@@ -40,7 +51,8 @@ def resolve(target: str):
 
 
 def thread_settings() -> dict:
-    settings = {"cpu_count": os.cpu_count()}
+    settings = {"cpu_count": os.cpu_count(), "cpus_allowed": sorted(os.sched_getaffinity(0)),
+                "malloc": allocator.in_effect(dict(os.environ))}
     if "torch" in sys.modules:
         torch = sys.modules["torch"]
         settings["torch_threads"] = torch.get_num_threads()

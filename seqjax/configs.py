@@ -59,7 +59,10 @@ FIELD_DOCS = {
     "train.sharding_rules": "logical parameter axis -> mesh axes, 'embed:fsdp,mlp:tensor,...' ('a+b' for "
                             "two); unnamed axes, and axes whose size the mesh axes do not divide, are "
                             "replicated (seqjax/nn/params.py LOGICAL_AXES, seqjax/sharding.py)",
-    "train.mixed_precision": "bf16 compute with f32 params and optimiser state",
+    "train.precision": "'f32', 'bf16' or 'fp16' (seqjax/precision.py): params and optimiser state stay f32; "
+                       "'bf16'/'fp16' compute matmuls and attention products in 16 bits, LayerNorm, softmax "
+                       "and loss in f32; 'fp16' adds dynamic loss scaling (a step with inf/NaN gradients is "
+                       "skipped and the scale halved)",
     "train.init_from": "path of another run's workdir or checkpoint step dir whose params initialise this "
                        "run ('' = none)",
     "train.init_from_params": "comma-separated top-level parameter names (e.g. 'encoder') that "
@@ -208,7 +211,7 @@ def base(task: str, model_name: str, *, optimizer: str = "adamw") -> ml_collecti
     t.parallel = "mesh"
     t.mesh = "data:-1"
     t.sharding_rules = "embed:fsdp,vocab:tensor,heads:tensor,kv_heads:tensor,mlp:tensor"
-    t.mixed_precision = False
+    t.precision = "f32"
     t.init_from = ""
     t.init_from_params = ""
     t.plots = True

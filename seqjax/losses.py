@@ -35,8 +35,10 @@ def accuracy(logits: jax.Array, labels: jax.Array, where: jax.Array | None = Non
 
 
 def mse(pred: jax.Array, target: jax.Array, where: jax.Array | None = None) -> jax.Array:
-    return _weighted_mean(jnp.square(pred - target), where)
+    """Mean squared error, in f32 whatever the inputs' dtype (a 16-bit compute policy still sums in f32)."""
+    return _weighted_mean(jnp.square(pred.astype(jnp.float32) - target.astype(jnp.float32)), where)
 
 
 def mae(pred: jax.Array, target: jax.Array, where: jax.Array | None = None) -> jax.Array:
-    return _weighted_mean(jnp.abs(pred - target), where)
+    """Mean absolute error, in f32 whatever the inputs' dtype."""
+    return _weighted_mean(jnp.abs(pred.astype(jnp.float32) - target.astype(jnp.float32)), where)

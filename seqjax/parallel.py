@@ -259,3 +259,11 @@ def evaluate_split(runner: Runner, state: Any, arrays: dict[str, np.ndarray], ba
             totals[k] = totals.get(k, 0.0) + float(v)
         count += 1
     return {k: v / count for k, v in totals.items()}
+
+
+def mean_over(axis_name: str | None, tree: Any) -> Any:
+    """The floating-point leaves of `tree` averaged over the pmap axis `axis_name` (None: as they are)."""
+    if axis_name is None:
+        return tree
+    return jax.tree.map(lambda x: jax.lax.pmean(x, axis_name) if jnp.issubdtype(x.dtype, jnp.floating) else x,
+                        tree)

@@ -37,6 +37,11 @@ def _check_ranges(config) -> None:
     if t.parallel not in PARALLEL_MODES:
         raise RunError(f"train.parallel: expected one of {', '.join(map(repr, PARALLEL_MODES))}, "
                        f"got {t.parallel!r}")
+    from seqjax.precision import POLICIES
+
+    if t.precision not in POLICIES:
+        raise RunError(f"train.precision: expected one of {', '.join(map(repr, POLICIES))}, "
+                       f"got {t.precision!r}")
     if int(config.optim.accum_steps) < 1:
         raise RunError(f"optim.accum_steps: expected an integer >= 1, got {config.optim.accum_steps!r}")
     if float(config.optim.lr) < 0:

@@ -17,9 +17,14 @@ from __future__ import annotations
 
 import sys
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+from seqjax import allocator
+
+if __name__ == "__main__":  # before JAX loads: glibc reads malloc tunables at start (may re-execute)
+    allocator.tune_cli("python -m seqjax.sample")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 from absl import flags
 
 from seqjax import cli

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 
 from seqjax.cells import Cell, check_sequence
 from seqjax.dropout import dropout, dropout_mask
+from seqjax.kernels import vendor
 from seqjax.kernels.rnn import fused_layer, use_native
 from seqjax.masks import step_mask
 
@@ -79,9 +80,10 @@ def unroll(cell: Cell | Callable, params, xs: jax.Array, *, lengths=None, mask=N
     computation through `kernels.rnn` (LSTM and both GRU variants in the parameters' dtype), whose custom
     backward forms the weight gradients with one large matmul after the reverse scan instead of one small
     matmul per step; "native" is "fused" with each step's gate arithmetic in C++ (float32, CPU; see
-    `kernels.rnn`); "auto" (default) takes "native" where it runs, else "fused" where it exists and `remat`
-    is off, else "scan". `SEQJAX_NATIVE_RNN=0` in the environment switches "native" off (auto then logs
-    that it falls back to "fused").
+    `kernels.rnn`); "auto" (default) takes cuDNN's LSTM on a GPU where `kernels.vendor.rnn_kernel` allows it
+    (LSTM, f32/fp16, padding by `lengths`, no reverse, recurrent dropout or remat), else "native" where it
+    runs, else "fused" where it exists and `remat` is off, else "scan". `SEQJAX_NATIVE_RNN=0` in the
+    environment switches "native" off (auto then logs that it falls back to "fused").
     """
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(f"implementation: expected one of {IMPLEMENTATIONS}, got {implementation!r}")
@@ -94,6 +96,12 @@ def unroll(cell: Cell | Callable, params, xs: jax.Array, *, lengths=None, mask=N
     if isinstance(cell, Cell):
         cell.check_inputs(params, xs, initial_state)
         state = cell.zero_state(params, B) if initial_state is None else initial_state
+        dtype = cell.dtype or jax.tree.leaves(params)[0].dtype
+        vendor_choice, _ = vendor.rnn_kernel(
+            jax.default_backend(), cell_kind=cell.kind, dtype=dtype, lengths_only=mask is None,
+            reverse=reverse, recurrent_dropout=bool(recurrent_dropout and key is not None), remat=remat)
+        if implementation == "auto" and vendor_choice == "cudnn":
+            return vendor.cudnn_lstm(params, xs, lengths, state)
         if fused is not None:
             native = (implementation == "native"
                       or (implementation == "auto" and use_native(params, xs, state)))

@@ -23,7 +23,7 @@ import optax
 from flax import nnx
 
 from seqjax import checkpoint as ckpt_lib
-from seqjax import metrics_io, optim, parallel, sharding, stopping
+from seqjax import metrics_io, optim, parallel, precision, sharding, stopping
 from seqjax import workdir as workdir_lib
 from seqjax.data.iterators import ArrayIterator, check_split_lengths
 from seqjax.task import Task, build_model, build_task, headline, result_block
@@ -79,32 +79,24 @@ def step_key(rng: jax.Array, step: jax.Array, micro: int | jax.Array = 0) -> jax
     return jax.random.fold_in(jax.random.fold_in(rng, step), micro)
 
 
-def _mean_over(axis_name: str | None, tree: Any) -> Any:
-    if axis_name is None:
-        return tree
-    return jax.tree.map(lambda x: jax.lax.pmean(x, axis_name) if jnp.issubdtype(x.dtype, jnp.floating) else x,
-                        tree)
-
-
 def make_train_step(task: Task, graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
                     schedule: optax.Schedule | None = None, *, accum_steps: int = 1,
-                    mixed_precision: bool = False, axis_name: str | None = None) -> Callable:
+                    policy: precision.Policy = precision.F32, axis_name: str | None = None) -> Callable:
     """A pure `train_step(state, batch, rng) -> (state, metrics)`.
 
     `batch` leaves are [B, ...] (this device's rows under pmap). With `accum_steps` A > 1 the batch is split
     into A micro-batches [A, B/A, ...] whose gradients are averaged before one optimiser update. Under pmap
     (`axis_name` set), gradients, loss and metrics are averaged over devices and the dropout key also folds in
     the device index; under the mesh the key covers the global batch, so 1 and N devices draw the same masks.
+    `policy`: seqjax/precision.py (under fp16, `tx` is `precision.with_loss_scale(tx)`, which skips a step).
     """
-    compute_dtype = jnp.bfloat16 if mixed_precision else None
 
-    def loss_fn(params, rest, batch, key):
-        if compute_dtype is not None:
-            params = optim.cast_floating(params, compute_dtype)
-        model = nnx.merge(graphdef, params, rest)
-        loss, metrics = task.loss(model, batch, key)
+    def loss_fn(params, rest, batch, key, scale):
+        model = nnx.merge(graphdef, policy.cast_params(params), rest)
+        loss, metrics = task.loss(model, policy.cast_batch(batch), key)
         _, _, new_rest = nnx.split(model, nnx.Param, ...)
-        return loss.astype(jnp.float32), (jax.tree.map(lambda m: m.astype(jnp.float32), metrics), new_rest)
+        loss = loss.astype(jnp.float32)
+        return loss * scale, (loss, jax.tree.map(lambda m: m.astype(jnp.float32), metrics), new_rest)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
@@ -114,13 +106,15 @@ def make_train_step(task: Task, graphdef: nnx.GraphDef, tx: optax.GradientTransf
             key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
         micro = parallel.split_leading(batch, accum_steps, "batch")  # [A, B/A, ...]
         first = jax.tree.map(lambda x: x[0], micro)
-        _, (metrics_shape, _) = jax.eval_shape(loss_fn, state.params, state.rest, first, key)
+        scale = precision.loss_scale(state.opt_state)  # 1 unless fp16
+        _, (_, metrics_shape, _) = jax.eval_shape(loss_fn, state.params, state.rest, first, key, scale)
 
         def body(carry, xs):
             """for i in range(A): grads += grad(loss)(params, micro[i], fold_in(key, i)); then divide by A."""
             grads, rest, loss_sum, metrics_sum = carry
             i, mb = xs
-            (loss, (metrics, rest)), g = grad_fn(state.params, rest, mb, jax.random.fold_in(key, i))
+            (_, (loss, metrics, rest)), g = grad_fn(state.params, rest, mb, jax.random.fold_in(key, i),
+                                                    scale)
             grads = jax.tree.map(jnp.add, grads, g)
             metrics_sum = jax.tree.map(jnp.add, metrics_sum, metrics)
             return (grads, rest, loss_sum + loss, metrics_sum), None
@@ -129,10 +123,12 @@ def make_train_step(task: Task, graphdef: nnx.GraphDef, tx: optax.GradientTransf
                  jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metrics_shape))
         (grads, rest, loss, metrics), _ = jax.lax.scan(body, zeros, (jnp.arange(accum_steps), micro))
         grads, loss, metrics = jax.tree.map(lambda x: x / accum_steps, (grads, loss, metrics))
-        grads, loss, metrics, rest = _mean_over(axis_name, (grads, loss, metrics, rest))
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        grads, loss, metrics, rest = parallel.mean_over(axis_name, (grads, loss, metrics, rest))
+        grads = precision.unscale(grads, scale)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)  # skips non-finite under fp16
         params = optax.apply_updates(state.params, updates)
-        out = {"loss": loss, **metrics, "grad_norm": optax.tree.norm(grads)}
+        out = {"loss": loss, **metrics, "grad_norm": optax.tree.norm(grads),
+               **precision.step_metrics(state.opt_state, grads)}
         if schedule is not None:
             out["lr"] = schedule(state.step)
         return TrainState(state.step + 1, params, rest, opt_state), out
@@ -140,15 +136,15 @@ def make_train_step(task: Task, graphdef: nnx.GraphDef, tx: optax.GradientTransf
     return train_step
 
 
-def make_eval_step(task: Task, graphdef: nnx.GraphDef, *, mixed_precision: bool = False,
+def make_eval_step(task: Task, graphdef: nnx.GraphDef, *, policy: precision.Policy = precision.F32,
                    axis_name: str | None = None) -> Callable:
-    """A pure `eval_step(state, batch) -> metrics` (key=None: no dropout)."""
+    """A pure `eval_step(state, batch) -> metrics` (key=None: no dropout), computed as `policy` says."""
 
     def eval_step(state: TrainState, batch: dict[str, jax.Array]):
-        params = optim.cast_floating(state.params, jnp.bfloat16) if mixed_precision else state.params
-        loss, metrics = task.loss(nnx.merge(graphdef, params, state.rest), batch, None)
+        model = nnx.merge(graphdef, policy.cast_params(state.params), state.rest)
+        loss, metrics = task.loss(model, policy.cast_batch(batch), None)
         out = {"loss": loss.astype(jnp.float32), **jax.tree.map(lambda m: m.astype(jnp.float32), metrics)}
-        return _mean_over(axis_name, out)
+        return parallel.mean_over(axis_name, out)
 
     return eval_step
 
@@ -162,9 +158,10 @@ def _compiled_steps(config, task: Task, graphdef: nnx.GraphDef, tx: optax.Gradie
     `train.sharding_rules` (jit and pmap compile on the first call)."""
     t = config.train
     axis_name = parallel.DATA_AXIS if t.parallel == "pmap" else None
+    policy = precision.policy(t.precision)
     train_fn = make_train_step(task, graphdef, tx, schedule, accum_steps=config.optim.accum_steps,
-                               mixed_precision=t.mixed_precision, axis_name=axis_name)
-    eval_fn = make_eval_step(task, graphdef, mixed_precision=t.mixed_precision, axis_name=axis_name)
+                               policy=policy, axis_name=axis_name)
+    eval_fn = make_eval_step(task, graphdef, policy=policy, axis_name=axis_name)
     runner = parallel.make_runner(t.parallel, train_fn, eval_fn, mesh=t.mesh, rules=t.sharding_rules,
                                   abstract_state=abstract_state)
     parallel.check_batch_divides(t.batch_size, runner.batch_ways, config.optim.accum_steps)
@@ -317,6 +314,7 @@ def _run(config, workdir: str, experiment: str, changed: list[str], task: Task |
         check_split_lengths(val, task.padded_lengths, "val")
 
     tx, schedule = optim.make_optimizer(config.optim, t.steps)
+    tx = precision.with_loss_scale(tx, precision.policy(t.precision))  # itself under fp16
     log("initialising the model and optimiser state ...")
     graphdef, make_state = state_initializer(config, task, tx)
     runner = _compiled_steps(config, task, graphdef, tx, schedule, jax.eval_shape(make_state))

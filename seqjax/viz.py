@@ -21,7 +21,12 @@ from __future__ import annotations
 import os
 import sys
 
-import numpy as np
+from seqjax import allocator
+
+if __name__ == "__main__":  # before JAX loads: glibc reads malloc tunables at start (may re-execute)
+    allocator.tune_cli("python -m seqjax.viz")
+
+import numpy as np  # noqa: E402
 from absl import flags
 
 from seqjax import cli

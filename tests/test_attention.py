@@ -392,3 +392,28 @@ def test_jax_path_outputs_zeros_for_fully_masked_rows_like_xla(causal):
     seen = np.asarray(jnp.any(masks.combine_masks(mask, masks.causal_mask(3, 4) if causal else None), -1))
     np.testing.assert_array_equal(np.where(seen.transpose(0, 2, 1)[..., None], np.asarray(ref), 0.0),
                                   np.asarray(got))
+
+
+@pytest.mark.parametrize("implementation", ["xla", "blockwise"])
+def test_bf16_compute_tracks_f32_values_and_gradients(implementation):
+    """compute_dtype=bf16: within 2e-2 (max-norm relative) of f32 for the output and every gradient (the
+    docstring's measured figure at T=512 is <= 9.2e-3), results in the inputs' f32, and really in bf16."""
+    q, k, v = _qkv(jax.random.PRNGKey(3), B=2, T=8, S=8, N=2, M=2, K=16)
+    cot = jax.random.normal(jax.random.PRNGKey(4), (2, 8, 2, 16))
+
+    def run(compute_dtype):
+        def loss(q, k, v):
+            out = attention.dot_product_attention(q, k, v, causal=True, implementation=implementation,
+                                                  compute_dtype=compute_dtype)
+            return jnp.sum(out * cot), out
+        (_, out), grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(q, k, v)
+        return out, grads
+
+    out32, grads32 = run(None)
+    out16, grads16 = run(jnp.bfloat16)
+    for a, b in zip((out16, *grads16), (out32, *grads32), strict=True):
+        assert a.dtype == jnp.float32
+        err = float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
+        assert 1e-5 < err < 2e-2, err
+    with pytest.raises(ValueError, match="compute_dtype: expected a floating dtype"):
+        attention.dot_product_attention(q, k, v, compute_dtype=jnp.int8)

@@ -23,7 +23,8 @@ LAYERS = [
     ("models", ["seqjax.models"]),
     ("training", ["seqjax.optim", "seqjax.checkpoint", "seqjax.workdir", "seqjax.sharding", "seqjax.parallel",
                   "seqjax.metrics_io", "seqjax.configs", "seqjax.task", "seqjax.tasks", "seqjax.train",
-                  "seqjax.cli", "seqjax.preflight", "seqjax.stopping"]),
+                  "seqjax.cli", "seqjax.preflight", "seqjax.stopping", "seqjax.allocator",
+                  "seqjax.precision"]),
     ("tools", ["seqjax.sample", "seqjax.viz", "seqjax.sweep", "seqjax.slurm"]),
 ]
 # Lower layers that a layer may NOT import although they are lower: data loaders are plain NumPy.

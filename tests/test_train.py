@@ -11,7 +11,7 @@ import pytest
 from flax import nnx
 from helpers_train import final_params, toy_config
 
-from seqjax import optim, parallel, tasks, train
+from seqjax import optim, parallel, precision, tasks, train
 from seqjax.configs import ConfigError
 from seqjax.data.iterators import ArrayIterator, eval_batches
 from seqjax.task import build_model, build_task
@@ -74,12 +74,13 @@ def test_accumulation_equals_full_batch_without_dropout():
         train.make_train_step(task, graphdef, tx, schedule, accum_steps=3)(state, batch, rng)
 
 
-def test_mixed_precision_keeps_f32_params_and_tracks_f32_step():
+def test_bf16_policy_keeps_f32_params_and_tracks_f32_step():
     config = toy_config()
     task, tx, schedule, graphdef, state, batch = setup(config)
     rng = jax.random.PRNGKey(0)
     s32, m32 = train.make_train_step(task, graphdef, tx, schedule)(state, batch, rng)
-    s16, m16 = train.make_train_step(task, graphdef, tx, schedule, mixed_precision=True)(state, batch, rng)
+    bf16 = precision.policy("bf16")
+    s16, m16 = train.make_train_step(task, graphdef, tx, schedule, policy=bf16)(state, batch, rng)
     for leaf in jax.tree.leaves((s16.params, s16.opt_state)):
         assert leaf.dtype in (jnp.float32, jnp.int32), leaf.dtype
     np.testing.assert_allclose(float(m16["loss"]), float(m32["loss"]), rtol=3e-2)

@@ -6,6 +6,9 @@ memory, usually through a custom backward pass (`jax.custom_vjp`).
   * `kernels.attention`: the einsum attention path with a hand-written backward and causal query chunks;
     reference `attention.dot_product_attention(..., implementation="xla_autodiff")`.
   * `kernels.blockwise`: memory-linear (flash-style) attention; same reference.
+  * `kernels.vendor`: cuDNN attention and LSTM (GPU), Pallas splash attention (TPU), and the pure functions
+    that choose them for `implementation=None`/"auto"; checked against the XLA paths by
+    benchmarks/accelerator_check.py on an accelerator.
 
 The readable definitions in the core are the references these kernels are tested against. Like the core,
 kernels import only jax and numpy (never flax). They may import the lowest core modules (cells, masks,

@@ -64,8 +64,9 @@ ARGUMENT_DOCS = {
     "layer_norm_epsilon": 'added to the variance in every LayerNorm.',
     "tie_embeddings": 'the output layer is the token embedding table transposed (no separate head).',
     "remat": "recompute each layer's activations in the backward pass: less memory, more compute.",
-    "attention_implementation": ('the attention kernel: "auto" (by the size of the scores), "xla", '
-                                 '"xla_autodiff", "blockwise" or "jax" '
+    "attention_implementation": ('the attention kernel: "auto" (cuDNN on GPU / splash on TPU where their '
+                                 'constraints hold, else by the size of the scores), "xla", "xla_autodiff", '
+                                 '"blockwise", "jax", "cudnn" or "splash" '
                                  '(seqjax.attention.dot_product_attention).'),
 }
 

@@ -12,8 +12,10 @@ from seqjax import decoding, positional
 from seqjax import masks as masks_lib
 from seqjax.nn.params import ParamTree
 
-# Config values of the attention kernel; "auto" lets seqjax.attention choose by the size of the scores.
-IMPLEMENTATIONS = ("auto", *(i for i in attn_lib.IMPLEMENTATIONS if i is not None))
+# Config values of the attention kernel; "auto" lets seqjax.attention choose (a vendor kernel on GPU/TPU where
+# its constraints hold, else by the size of the scores).
+IMPLEMENTATIONS = ("auto", *(i for i in attn_lib.IMPLEMENTATIONS if i is not None),
+                   *attn_lib.VENDOR_IMPLEMENTATIONS)
 
 
 def check_implementation(implementation: str) -> str | None:

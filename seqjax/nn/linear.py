@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from seqjax.nn.params import Bias, Kernel, Norm
@@ -49,6 +50,12 @@ class LayerNorm(nnx.LayerNorm):
         super().__init__(num_features, epsilon=epsilon, rngs=rngs)
         self.scale = Norm(self.scale[...], ("embed",))
         self.bias = Norm(self.bias[...], ("embed",))
+
+    def __call__(self, x: jax.Array, *args, **kwargs) -> jax.Array:
+        """Normalised in f32 and returned in x's dtype: under a 16-bit compute policy (seqjax/precision.py)
+        the statistics and the f32 scale/offset stay exact, and the next layer still gets 16-bit input."""
+        y = super().__call__(x.astype(jnp.promote_types(x.dtype, jnp.float32)), *args, **kwargs)
+        return y.astype(x.dtype)
 
 
 class MLP(nnx.Module):
