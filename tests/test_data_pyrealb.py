@@ -12,7 +12,8 @@ def _spec(**kw):
 
 def test_the_big_red_dog():
     p = pc.realise(_spec())
-    assert pc.detokenize(p.en) == "The big red dog barks." and pc.detokenize(p.fr) == "Le gros chien rouge aboie."
+    assert pc.detokenize(p.en) == "The big red dog barks."
+    assert pc.detokenize(p.fr) == "Le gros chien rouge aboie."
     links = {(p.en[i], p.fr[j]) for i, j in p.align}
     assert links == {("the", "le"), ("big", "gros"), ("red", "rouge"), ("dog", "chien"), ("barks", "aboie"),
                      (".", ".")}

@@ -17,14 +17,14 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "seqjax"
 LAYERS = [
     ("pure core", ["seqjax.cells", "seqjax.scan", "seqjax.patterns", "seqjax.masks", "seqjax.dropout",
                    "seqjax.losses", "seqjax.attention", "seqjax.positional", "seqjax.decoding",
-                   "seqjax.embedding", "seqjax.kernels"]),
+                   "seqjax.embedding", "seqjax.kernels", "seqjax.alignment"]),
     ("data", ["seqjax.data"]),
     ("nn", ["seqjax.nn"]),
     ("models", ["seqjax.models"]),
     ("training", ["seqjax.optim", "seqjax.checkpoint", "seqjax.workdir", "seqjax.parallel",
                   "seqjax.metrics_io", "seqjax.configs", "seqjax.task", "seqjax.tasks", "seqjax.train",
                   "seqjax.cli", "seqjax.preflight", "seqjax.stopping"]),
-    ("tools", ["seqjax.sample", "seqjax.viz"]),
+    ("tools", ["seqjax.sample", "seqjax.viz", "seqjax.translate"]),
 ]
 # Lower layers that a layer may NOT import although they are lower: data loaders are plain NumPy.
 FORBIDDEN = {"data": {"pure core", "nn", "models"}}

@@ -1,4 +1,4 @@
-"""A controlled English/French parallel corpus realised by pyrealb, with word alignments known by construction.
+"""A controlled English/French parallel corpus realised by pyrealb, word alignments known by construction.
 
 The course's example, "The big red dog barks." / "Le gros chien rouge aboie.", at scale: one sentence
 specification (subject noun phrase, verb, optional object noun phrase, number, tense) realised in both
@@ -172,7 +172,8 @@ def _draw_np(rng: np.random.Generator) -> tuple[int, int | None, int | None, int
     k = rng.integers(4)  # no adjective, a pre-nominal one, a post-nominal one, or both
     pre = int(rng.integers(len(PRE_ADJECTIVES))) if k in (1, 3) else None
     post = int(rng.integers(len(POST_ADJECTIVES))) if k in (2, 3) else None
-    return int(rng.integers(len(DETERMINERS))), pre, post, int(rng.integers(len(NOUNS))), bool(rng.integers(2))
+    det, noun = int(rng.integers(len(DETERMINERS))), int(rng.integers(len(NOUNS)))
+    return det, pre, post, noun, bool(rng.integers(2))
 
 
 def _draw(rng: np.random.Generator) -> _Spec:

@@ -12,6 +12,7 @@ TASKS = {
     "image_classification": "seqjax.tasks.image_classification:ImageClassificationTask",
     "patterns": "seqjax.tasks.patterns:PatternsTask",
     "sentiment": "seqjax.tasks.sentiment:SentimentTask",
+    "translation": "seqjax.tasks.translation:TranslationTask",
 }
 
 
