@@ -26,7 +26,7 @@ API_PAGES = [
                            "seqjax.losses", "seqjax.attention", "seqjax.positional", "seqjax.decoding",
                            "seqjax.embedding"]),
     ("kernels", "Kernels", ["seqjax.kernels"]),
-    ("data", "Data", ["seqjax.data"]),
+    ("data", "Data", ["seqjax.data", "seqjax.translation_metrics", "seqjax.translation_baselines"]),
     ("nn", "NNX layers (seqjax.nn)", ["seqjax.nn"]),
     ("models", "Models", ["seqjax.models"]),
     ("training", "Training", ["seqjax.optim", "seqjax.checkpoint", "seqjax.workdir", "seqjax.parallel",

@@ -7,7 +7,10 @@ Och & Ney (2003):
     AER(A; S, P) = 1 - (|A & S| + |A & P|) / (|A| + |S|)
 
 0 when A contains every sure link and nothing outside P. Over a corpus the four counts are summed over the
-sentences before the ratio (`aer_counts` / `aer_from_counts`), as the standard evaluation does.
+sentences before the ratio, as the standard evaluation does. For links given as Python sets the function is
+`seqjax.translation_metrics.alignment_error_rate`; this module holds the array side: hard alignments read off
+attention weights, and the four counts computed in-graph over a batch (`aer_counts`, `aer_from_counts`), so
+the periodic evaluation of a training run can measure the AER of its cross-attention.
 
 Hard alignments from attention: the cross-attention row of target position t (the query that predicts target
 token t, i.e. decoder input t = the token before it under teacher forcing) is a distribution over the source
@@ -20,7 +23,7 @@ tokens' rows and a source word's column the sum of its tokens' columns (the atte
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import jax.numpy as jnp
 import numpy as np
@@ -28,31 +31,8 @@ import numpy as np
 Link = tuple[int, int]  # (source position, target position)
 
 
-def aer(predicted: Iterable[Link], sure: Iterable[Link], possible: Iterable[Link] = ()) -> float:
-    """AER of one sentence's (or a corpus's) links; `possible` is united with `sure` (S is a subset of P)."""
-    return aer_from_counts(*_counts(set(predicted), set(sure), set(possible)))
-
-
-def corpus_aer(predicted: Sequence[Iterable[Link]], sure: Sequence[Iterable[Link]],
-               possible: Sequence[Iterable[Link]] | None = None) -> float:
-    """AER over sentences: the counts summed over the corpus, then the ratio."""
-    possible = possible if possible is not None else [()] * len(sure)
-    if not len(predicted) == len(sure) == len(possible):
-        raise ValueError(f"corpus_aer: expected equal numbers of sentences, got predicted {len(predicted)}, "
-                         f"sure {len(sure)}, possible {len(possible)}")
-    totals = np.zeros(4)
-    for a, s, p in zip(predicted, sure, possible, strict=True):
-        totals += _counts(set(a), set(s), set(p))
-    return aer_from_counts(*totals)
-
-
-def _counts(a: set, s: set, p: set) -> tuple[int, int, int, int]:
-    p = p | s
-    return len(a & s), len(a & p), len(a), len(s)
-
-
 def aer_from_counts(a_and_s, a_and_p, a, s):
-    """1 - (|A & S| + |A & P|) / (|A| + |S|) from the four counts (floats or arrays)."""
+    """1 - (|A & S| + |A & P|) / (|A| + |S|) from the four counts (floats or arrays, e.g. `aer_counts`)."""
     if isinstance(a, int | float | np.number) and a + s == 0:
         raise ValueError("aer: no predicted and no sure links: AER is undefined")
     return 1.0 - (a_and_s + a_and_p) / (a + s)

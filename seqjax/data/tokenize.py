@@ -28,6 +28,31 @@ def word_split(text: str) -> list[str]:
     return _WORD_RE.findall(text.lower())
 
 
+# Any script, case kept: letter/digit runs (inner hyphens kept, "au-dessus") and every other character alone.
+_CASED_WORD_RE = re.compile(r"[^\W_]+(?:-[^\W_]+)*|\S")
+_NO_SPACE_BEFORE = frozenset(",.;:!?)]'")
+_NO_SPACE_AFTER = frozenset("([-'")
+
+
+def split_words(text: str) -> list[str]:
+    """Case-kept words and punctuation of any language ("L'Éternel dit:" -> L ' Éternel dit :)."""
+    return _CASED_WORD_RE.findall(text)
+
+
+def join_words(words: Sequence[str]) -> str:
+    """Text from `split_words` tokens: no space before closing punctuation or after "(" and apostrophes.
+
+    The inverse of `split_words` on text written that way ("L'Éternel dit: (oui)"), and a readable
+    detokenisation of word-by-word output for BLEU, whose own tokenizer splits punctuation off again.
+    """
+    out = ""
+    for w in words:
+        if out and w[:1] not in _NO_SPACE_BEFORE and out[-1] not in _NO_SPACE_AFTER:
+            out += " "
+        out += w
+    return out
+
+
 def _pad(seqs: Sequence[Sequence[int]], max_len: int | None, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     """Right-pad (and right-truncate) int sequences to ids int32[N, T] with lengths int32[N]."""
     lengths = np.array([len(s) for s in seqs], dtype=np.int32)

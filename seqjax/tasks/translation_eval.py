@@ -83,7 +83,7 @@ def _ibm1_outputs(task, ibm, name: str) -> tuple[list[str], list[list[str]]]:
 
 def evaluate(task, model, splits, workdir: str) -> dict[str, float]:
     from seqjax.translation_baselines import copy_source
-    from seqjax.translation_metrics import corpus_scores, write_sentence_scores
+    from seqjax.translation_metrics import alignment_error_rate, corpus_scores, write_sentence_scores
 
     os.makedirs(workdir, exist_ok=True)
     pyrealb = task.corpus == "pyrealb"
@@ -112,7 +112,7 @@ def evaluate(task, model, splits, workdir: str) -> dict[str, float]:
                                                                      zip(outputs, gold, strict=True)]))
             out[f"{name}_ibm1_exact_match"] = float(np.mean([w == g for w, g in
                                                               zip(ibm_words, gold, strict=True)]))
-            out[f"{name}_ibm1_aer"] = alignment.corpus_aer([ibm.align(p.en, p.fr) for p in task.pairs[name]],
+            out[f"{name}_ibm1_aer"] = alignment_error_rate([ibm.align(p.en, p.fr) for p in task.pairs[name]],
                                                            [p.align for p in task.pairs[name]],
                                                            [p.possible for p in task.pairs[name]])
             if hasattr(model, "project_memory"):  # a transformer: its cross-attention per layer and head
