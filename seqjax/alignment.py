@@ -68,15 +68,20 @@ def hard_alignment(weights: np.ndarray, tgt_words: Sequence[int] | None = None,
     return {(int(s), t) for t, s in enumerate(np.argmax(w, axis=1))}
 
 
-def aer_counts(weights: jnp.ndarray, sure: jnp.ndarray, possible: jnp.ndarray, tgt_valid: jnp.ndarray
-               ) -> jnp.ndarray:
+def aer_counts(weights: jnp.ndarray, sure: jnp.ndarray, possible: jnp.ndarray, tgt_valid: jnp.ndarray,
+               src_valid: jnp.ndarray | None = None) -> jnp.ndarray:
     """In-graph AER counts of argmax alignments, tokens = words: weights [B, T, S], sure and possible
     bool[B, T, S] (possible is united with sure), tgt_valid bool[B, T] (the target words to align: padding
-    and EOS excluded) -> float32[4] = (|A & S|, |A & P|, |A|, |S|) summed over the batch."""
-    if not weights.shape == sure.shape == possible.shape or tgt_valid.shape != weights.shape[:2]:
-        raise ValueError(f"aer_counts: expected weights, sure, possible [B, T, S] and tgt_valid [B, T], got "
-                         f"{weights.shape}, {sure.shape}, {possible.shape}, {tgt_valid.shape}")
-    S = weights.shape[-1]
+    and EOS excluded), src_valid bool[B, S] (the source words the argmax may pick: None = all)
+    -> float32[4] = (|A & S|, |A & P|, |A|, |S|) summed over the batch."""
+    B, T, S = weights.shape
+    if sure.shape != (B, T, S) or possible.shape != (B, T, S) or tgt_valid.shape != (B, T) or (
+            src_valid is not None and src_valid.shape != (B, S)):
+        raise ValueError(f"aer_counts: expected weights, sure, possible [B, T, S] = {(B, T, S)}, tgt_valid "
+                         f"[B, T] and src_valid [B, S], got {sure.shape}, {possible.shape}, "
+                         f"{tgt_valid.shape}, {None if src_valid is None else src_valid.shape}")
+    if src_valid is not None:
+        weights = jnp.where(src_valid[:, None, :], weights, -jnp.inf)
     links = (jnp.argmax(weights, axis=-1)[..., None] == jnp.arange(S)[None, None]) & tgt_valid[..., None]
     sure = sure & tgt_valid[..., None]
     possible = (possible | sure) & tgt_valid[..., None]

@@ -14,9 +14,9 @@ What is drawn depends on the run's task (read from DIR/config.json; the model is
   which letters each output phoneme attended to (rows: phonemes, columns: letters), and
   ``decoder_self_attention.png`` the phonemes' causal self-attention;
 - translation (transformer): the sentence is translated (greedy), then ``alignment.png`` shows each decoder
-  layer's head-averaged cross-attention with each target word's hard alignment (its argmax source word,
-  seqjax.alignment) boxed, and ``cross_attention.png`` every layer and head (``python -m seqjax.translate``
-  draws the same for its best beam);
+  layer's head-averaged cross-attention with each target word's hard alignment (the source word, not the
+  source's EOS, it attends to most: seqjax.alignment) boxed, and ``cross_attention.png`` every layer and
+  head (``python -m seqjax.translate`` draws the same for its best beam);
 - image_classification (ViT): ``rollout.png``, the image beside its attention rollout (Abnar & Zuidema 2020):
   the product over layers of the head-averaged attention plus identity, rows renormalised, read off at the
   class token's row over the patches and upsampled to the image.
@@ -29,7 +29,7 @@ import sys
 import numpy as np
 from absl import flags
 
-from seqjax import cli
+from seqjax import alignment, cli
 
 
 def _pyplot():
@@ -104,9 +104,11 @@ def plot_attention_grid(weights: np.ndarray, row_labels: list[str], col_labels: 
 
 
 def plot_alignment(weights: np.ndarray, row_labels: list[str], col_labels: list[str], path: str,
-                   title: str = "", gold: set[tuple[int, int]] | None = None) -> str:
+                   title: str = "", links: list[set[tuple[int, int]]] | None = None,
+                   gold: set[tuple[int, int]] | None = None) -> str:
     """One panel per layer of head-averaged cross-attention weights [L, T, S] (target rows, source columns),
-    each row's argmax (its hard alignment) boxed in red; `gold` links (source s, target t) marked by dots."""
+    each layer's hard alignment links (source s, target t) boxed in red (None: each row's argmax); `gold`
+    links marked by dots."""
     w = np.asarray(weights, dtype=np.float32)
     if w.ndim != 3:
         raise ValueError(f"weights: expected [L, T, S], got shape {w.shape}")
@@ -120,7 +122,8 @@ def plot_alignment(weights: np.ndarray, row_labels: list[str], col_labels: list[
     for l in range(L):
         ax = axes[0][l]
         im = ax.imshow(w[l], cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")
-        for t, s in enumerate(np.argmax(w[l], axis=1)):
+        chosen = links[l] if links is not None else set(zip(np.argmax(w[l], axis=1), range(T), strict=True))
+        for s, t in sorted(chosen):
             ax.add_patch(plt.Rectangle((s - 0.5, t - 0.5), 1, 1, fill=False, edgecolor="red", lw=1.8))
         for s, t in sorted(gold or ()):
             ax.plot(s, t, "o", color="tab:blue", ms=4)
@@ -249,8 +252,11 @@ def render_translation(task, model, text: str, out: str, target_ids=None) -> lis
     _, w = model(src, src_lengths, tgt_in, return_attention=True)
     cross = np.asarray(w["cross"])[:, 0]  # [L, N, n + 1, S]
     rows = [*tgt_labels, "<eos>"]
+    # Each output word's link: the source word (not the source's EOS) it attends to most.
+    n, words = len(tgt_labels), [*range(len(src_labels) - 1), -1]
+    links = [alignment.hard_alignment(a[:n], src_words=words) for a in cross.mean(axis=1)]
     paths = [os.path.join(out, "alignment.png"), os.path.join(out, "cross_attention.png")]
-    plot_alignment(cross.mean(axis=1), rows, src_labels, paths[0], title=f"{text} -> {hyp}")
+    plot_alignment(cross.mean(axis=1), rows, src_labels, paths[0], title=f"{text} -> {hyp}", links=links)
     plot_attention_grid(cross, rows, src_labels, paths[1], title=f"{text} -> {hyp}: cross-attention",
                         row_name="output token", col_name="source token")
     return paths

@@ -17,6 +17,12 @@ def test_aer_from_counts_hand_computed():
     possible[0, 2, 2] = True
     counts = np.asarray(alignment.aer_counts(w, sure, possible, np.ones((1, 4), bool)))
     np.testing.assert_array_equal(counts, [2, 3, 4, 3])
+    # The source's last position is not a word (EOS): the argmax of target word 3 moves off it.
+    w = np.array([[[0.9, 0.1, 0.0], [0.2, 0.3, 0.5]]])  # [1, T=2, S=3]
+    sure = np.zeros((1, 2, 3), bool)
+    sure[0, 1, 1] = True
+    counts = alignment.aer_counts(w, sure, sure, np.ones((1, 2), bool), np.array([[True, True, False]]))
+    np.testing.assert_array_equal(np.asarray(counts), [1, 1, 2, 1])  # links (0, 0) and (1, 1)
     with pytest.raises(ValueError, match="undefined"):
         alignment.aer_from_counts(0, 0, 0, 0)
 

@@ -33,6 +33,7 @@ def test_translate_pyrealb_smoke_and_cli(tmp_path, capsys):
 
     # The CLI: n-best with scores (best first), and the alignment picture of the best translation.
     out = tmp_path / "cli"
+    capsys.readouterr()  # the training log
     assert translate.main([f"--workdir={tmp_path}", "--text=The big red dog barks.", "--beam_size=2",
                            "--nbest=2", f"--out={out}"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -42,10 +43,6 @@ def test_translate_pyrealb_smoke_and_cli(tmp_path, capsys):
     assert (out / "alignment.png").stat().st_size > 1000
     assert translate.main([f"--workdir={tmp_path}", "--text=The big zebra barks."]) == 2
     assert "zebra" in capsys.readouterr().err
-    # Greedy: the score is the output's log-probability under teacher forcing, so at most 0.
-    _, task, model = load_run(str(tmp_path), ("translation",))
-    (hyp, score, ids), = translate.translate(task, model, "The big red dog barks.", beam_size=1)
-    assert score <= 0.0 and hyp == task.decode_target(ids)[0]
 
 
 def test_translate_bible_smoke_keeps_its_subword_models(tmp_path):

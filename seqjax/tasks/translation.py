@@ -6,6 +6,8 @@ Corpora (`corpus`):
   (the gold alignments are between words), vocabularies from every split's words (the lexicon is closed;
   what val/test hold out is adjective-noun combinations, not words). Each pair also carries its gold
   alignment as `sure`, `possible` bool[T, S] (target word t, source word s) for the AER.
+  Every source ends with EOS (as in fairseq): a token without a word where cross-attention can rest, left
+  out of the alignments (each target word is linked to the source *word* it attends to most).
 - "bible": WEB -> LSG verse pairs (`seqjax.data.bible`, both sides at most `max_words` words), split by book
   (unseen test books, `bible.DEFAULT_TEST_BOOKS`) or at random (`split="random"`, `seed`); one SentencePiece
   unigram model per language with `vocab_size` pieces, trained on the training split only. The models live
@@ -13,7 +15,7 @@ Corpora (`corpus`):
   training and by `load_run`) saves them on a run's first start and loads them on resume and in the CLIs.
 Keys of the other corpus must keep their defaults (a changed one is an error, not silently ignored).
 
-Arrays: src int[N, S] (no BOS/EOS), tgt_in = <bos> y, tgt_out = y <eos>, lengths; model: "encoder_decoder"
+Arrays: src = x <eos> int[N, S], tgt_in = <bos> y, tgt_out = y <eos>, lengths; model: "encoder_decoder"
 or "rnn_seq2seq" (`model(src, src_lengths, tgt_in)` -> logits, `translate(src, src_lengths, T, beam_size)`).
 
 Periodic evaluation (train.eval_every) on pyrealb also measures the AER of each decoder layer's
@@ -126,7 +128,7 @@ class TranslationTask:
         every = [p for ps in self.pairs.values() for p in ps]
         self.src_vocab = CharVocab.fit([p.en for p in every], specials=(PAD, BOS, EOS))
         self.tgt_vocab = CharVocab.fit([p.fr for p in every], specials=(PAD, BOS, EOS))
-        self.S = max(len(p.en) for ps in self.pairs.values() for p in ps)
+        self.S = max(len(p.en) for ps in self.pairs.values() for p in ps) + 1  # + EOS
         self.T = max(len(p.fr) for ps in self.pairs.values() for p in ps) + 1
         self.sources = {k: [pc.detokenize(p.en) for p in ps] for k, ps in self.pairs.items()}
         self.references = {k: [pc.detokenize(p.fr) for p in ps] for k, ps in self.pairs.items()}
@@ -134,7 +136,7 @@ class TranslationTask:
         self._splits = {k: self._encode_pyrealb(ps) for k, ps in self.pairs.items()}
 
     def _encode_pyrealb(self, pairs):
-        src, src_lengths = self.src_vocab.encode([p.en for p in pairs], max_len=self.S)
+        src, src_lengths = self.src_vocab.encode([p.en for p in pairs], add_eos=True, max_len=self.S)
         tgt_in, _ = self.tgt_vocab.encode([p.fr for p in pairs], add_bos=True, max_len=self.T)
         tgt_out, tgt_lengths = self.tgt_vocab.encode([p.fr for p in pairs], add_eos=True, max_len=self.T)
         sure = np.zeros((len(pairs), self.T, self.S), bool)  # [N, T, S]: target word t, source word s
@@ -175,7 +177,8 @@ class TranslationTask:
 
     def _set_tokenizers(self, tokenizers: dict) -> None:
         self.tokenizers = tokenizers
-        ids = {k: ([tokenizers["en"].encode(s) for s in self.sources[k]],
+        eos = tokenizers["en"].eos_id
+        ids = {k: ([[*tokenizers["en"].encode(s), eos] for s in self.sources[k]],
                    [tokenizers["fr"].encode(r) for r in self.references[k]]) for k in self.pairs}
         self.S = max(len(x) for src, _ in ids.values() for x in src)
         self.T = max(len(y) for _, tgt in ids.values() for y in tgt) + 1
@@ -240,9 +243,12 @@ class TranslationTask:
         loss = losses.softmax_cross_entropy(logits, batch["tgt_out"], valid, label_smoothing=smoothing)
         metrics = {"token_accuracy": losses.accuracy(logits, batch["tgt_out"], valid)}
         if aligned:
-            words = masks.lengths_to_mask(batch["tgt_lengths"] - 1, T)  # the target words: EOS has no link
+            # The words: neither side's EOS is aligned (the source EOS is where attention may rest).
+            words = masks.lengths_to_mask(batch["tgt_lengths"] - 1, T)  # [B, T]
+            src_words = masks.lengths_to_mask(batch["src_lengths"] - 1, batch["src"].shape[1])  # [B, S]
             for layer, w in enumerate(weights["cross"]):  # [B, N, T, S] per layer
-                counts = alignment.aer_counts(w.mean(axis=1), batch["sure"], batch["possible"], words)
+                counts = alignment.aer_counts(w.mean(axis=1), batch["sure"], batch["possible"], words,
+                                              src_words)
                 metrics[f"aer_layer{layer}"] = alignment.aer_from_counts(*counts)
         return loss, metrics
 
@@ -253,8 +259,8 @@ class TranslationTask:
 
     # ------------------------------------------------------------------------------- text in, text out
     def encode_source(self, text: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """One source sentence -> (src int32[1, n], lengths int32[1], token labels); a clear error for words
-        outside the pyrealb vocabulary or text longer than the model's source length."""
+        """One source sentence -> (src int32[1, n], lengths int32[1], token labels), EOS last as in training;
+        a clear error for words outside the pyrealb vocabulary or text longer than the training sources."""
         if self.tokenizers:
             tok = self.tokenizers["en"]
             ids = tok.encode(text)
@@ -268,9 +274,10 @@ class TranslationTask:
                 raise ValueError(f"--text: words outside the pyrealb vocabulary: {unknown} (known: "
                                  f"{len(self.src_vocab) - 3} words such as 'dog', 'big', 'red', 'barks')")
             ids = self.src_vocab.to_ids(labels)
-        if not ids or len(ids) > self.S:
-            raise ValueError(f"--text: expected 1..{self.S} source tokens, got {len(ids)}")
-        return np.array([ids], np.int32), np.array([len(ids)], np.int32), labels
+        if not ids or len(ids) >= self.S:
+            raise ValueError(f"--text: expected 1..{self.S - 1} source tokens, got {len(ids)}")
+        ids = [*ids, self.tokenizers["en"].eos_id if self.tokenizers else self.src_vocab.eos_id]
+        return np.array([ids], np.int32), np.array([len(ids)], np.int32), [*labels, EOS]
 
     def decode_target(self, ids) -> tuple[str, list[str]]:
         """Target ids (BOS dropped) -> (detokenised text, token labels), cut at the first EOS."""

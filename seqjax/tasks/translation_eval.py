@@ -23,31 +23,44 @@ from seqjax import alignment, metrics_io
 from seqjax.task import predict
 
 
-def decode(task, model, split: dict, beam_size: int, batch_size: int = 128) -> list[tuple[str, list[str]]]:
-    """(text, tokens) of every row of `split`, greedy (beam_size 1) or the best beam."""
-    tokens = predict(lambda m, b: m.translate(b["src"], b["src_lengths"], task.T, beam_size=beam_size),
-                     model, {"src": split["src"], "src_lengths": split["src_lengths"]}, batch_size)
-    return [task.decode_target(row) for row in np.asarray(tokens)]
+def run_model(task, model, splits: dict, names: list[str], batch_size: int = 128) -> dict[str, dict]:
+    """Every row of the named splits in one jitted pass (one compilation): {name: {"greedy", "beam": [(text,
+    tokens)], "cross": teacher-forced cross-attention [N, L, N_heads, T, S] (transformers only)}}."""
+    W, attends = task.beam_size, hasattr(model, "project_memory")
 
-
-def cross_attention(model, split: dict, batch_size: int = 128) -> np.ndarray:
-    """Teacher-forced cross-attention weights [N, L, N_heads, T, S] of every row of `split`."""
     def fn(m, b):
-        _, w = m(b["src"], b["src_lengths"], b["tgt_in"], return_attention=True)
-        return jnp.moveaxis(w["cross"], 0, 1)  # [L, B, N, T, S] -> [B, L, N, T, S]
+        out = {"greedy": m.translate(b["src"], b["src_lengths"], task.T)}
+        if W > 1:
+            out["beam"] = m.translate(b["src"], b["src_lengths"], task.T, beam_size=W)
+        if attends:
+            _, w = m(b["src"], b["src_lengths"], b["tgt_in"], return_attention=True)
+            out["cross"] = jnp.moveaxis(w["cross"], 0, 1)  # [L, B, N, T, S] -> [B, L, N, T, S]
+        return out
 
-    return np.asarray(predict(fn, model, {k: split[k] for k in ("src", "src_lengths", "tgt_in")}, batch_size))
+    keys = ("src", "src_lengths", "tgt_in")
+    got = predict(fn, model, {k: np.concatenate([splits[n][k] for n in names]) for k in keys}, batch_size)
+    result, start = {}, 0
+    for n in names:
+        rows = slice(start, start + len(splits[n]["src"]))
+        start = rows.stop
+        greedy = [task.decode_target(r) for r in got["greedy"][rows]]
+        result[n] = {"greedy": greedy,
+                     "beam": [task.decode_target(r) for r in got["beam"][rows]] if W > 1 else greedy}
+        if attends:
+            result[n]["cross"] = got["cross"][rows]
+    return result
 
 
 def attention_aer(weights: np.ndarray, split: dict) -> dict[str, float]:
     """Corpus AER of weights [N, L, N_heads, T, S] against the split's gold links, per layer (head-averaged)
     and per layer's best head, plus the best of each."""
-    T = weights.shape[-2]
+    T, S = weights.shape[-2:]
     words = np.arange(T)[None] < (split["tgt_lengths"] - 1)[:, None]  # [N, T]: EOS and padding unaligned
+    src_words = np.arange(S)[None] < (split["src_lengths"] - 1)[:, None]  # [N, S]: the source EOS neither
 
     def aer(w):
         return float(alignment.aer_from_counts(*np.asarray(
-            alignment.aer_counts(w, split["sure"], split["possible"], words))))
+            alignment.aer_counts(w, split["sure"], split["possible"], words, src_words))))
 
     out = {}
     for layer in range(weights.shape[1]):
@@ -89,12 +102,11 @@ def evaluate(task, model, splits, workdir: str) -> dict[str, float]:
     pyrealb = task.corpus == "pyrealb"
     ibm = _ibm1(task)
     out, examples = {"beam_size": float(task.beam_size)}, {}
-    for name in ("val", "test"):
-        if name not in splits:
-            continue
+    names = [n for n in ("val", "test") if n in splits]
+    decoded = run_model(task, model, splits, names)
+    for name in names:
         refs, srcs = task.references[name], task.sources[name]
-        greedy = decode(task, model, splits[name], 1)
-        beam = decode(task, model, splits[name], task.beam_size) if task.beam_size > 1 else greedy
+        greedy, beam = decoded[name]["greedy"], decoded[name]["beam"]
         hyps = [h for h, _ in beam]
         for suffix, outputs in (("", beam), ("_greedy", greedy)):
             scores = corpus_scores([h for h, _ in outputs], refs)
@@ -115,8 +127,8 @@ def evaluate(task, model, splits, workdir: str) -> dict[str, float]:
             out[f"{name}_ibm1_aer"] = alignment_error_rate([ibm.align(p.en, p.fr) for p in task.pairs[name]],
                                                            [p.align for p in task.pairs[name]],
                                                            [p.possible for p in task.pairs[name]])
-            if hasattr(model, "project_memory"):  # a transformer: its cross-attention per layer and head
-                aer = attention_aer(cross_attention(model, splits[name]), splits[name])
+            if "cross" in decoded[name]:  # a transformer: its cross-attention per layer and head
+                aer = attention_aer(decoded[name]["cross"], splits[name])
                 out.update({f"{name}_{k}": v for k, v in aer.items()})
         examples[name] = [{"source": s, "reference": r, "hypothesis": h, "greedy": g}
                           for s, r, h, (g, _) in list(zip(srcs, refs, hyps, greedy, strict=True))[:30]]
