@@ -54,14 +54,14 @@ def test_translate_bible_smoke_keeps_its_subword_models(tmp_path):
     assert {s: task.tokenizers[s].model_bytes for s in models} == models
     # A run's own models win over freshly trained ones: other models in the workdir re-encode the data.
     other = load_config("translate_bible", "smoke")
-    other.data.vocab_size = 80
-    task80 = build_task(other)
-    task80.use_workdir(str(tmp_path))
-    assert task80.model_args()["tgt_vocab_size"] == 64
-    np.testing.assert_array_equal(task80.data()["train"]["src"], task.data()["train"]["src"])
+    other.data.vocab_size = 120
+    task120 = build_task(other)
+    task120.use_workdir(str(tmp_path))
+    assert task120.model_args()["tgt_vocab_size"] == 100
+    np.testing.assert_array_equal(task120.data()["train"]["src"], task.data()["train"]["src"])
     (tmp_path / "subword_fr.model").unlink()
     with pytest.raises(FileNotFoundError, match="companion"):
-        task80.use_workdir(str(tmp_path))
+        task120.use_workdir(str(tmp_path))
 
 
 def test_translate_bible_rnn_smoke(tmp_path):
