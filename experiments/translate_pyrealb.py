@@ -11,7 +11,29 @@ training; word tokens. Model: pre-LN encoder-decoder, D=64, N=4, 3 + 3 layers, F
 2e-3 with 200 warmup steps and cosine decay, batches of 64; beam 4 at test time.
 The val AER of each layer is measured every 250 steps (aer_over_steps.png in the workdir).
 
-Result, AS MEASURED: (filled in below after the run)
+Result, AS MEASURED (2026-12-01 05:52-06:15 UTC, 2-core CPU shared with ~6 other jobs: load average 12-21
+during the run; this run at nice 10):
+    python launch.py --config=experiments/translate_pyrealb.py --workdir=/tmp/tp_full2
+    3000 steps of 64 sentences (24 epochs), 1.8-4.4 steps/s at that load; wall 22 min 33 s (summary.json
+    1353 s, including greedy + beam-4 decoding and the AER of val and test).
+    Test (500 sentences, each with a held-out adjective-noun pair): exact match 100.0% (beam 4 and greedy),
+    BLEU 100.0, chrF 100.0. Goal exact match >= 95%: MET. Baselines: IBM Model 1 word by word exact match
+    1.4%, BLEU 12.1 (chrF 56.9); copy the source BLEU 0.06.
+    Cross-attention AER on test (teacher forcing, each French word linked to the English word it attends to
+    most), per decoder layer, heads averaged / best head: layer 1 34.6% / 37.9%, layer 2 16.0% / 15.6%,
+    layer 3 26.2% / 20.6%. Goal best layer head-averaged AER <= 20%: MET (layer 2, 16.0%); IBM Model 1's
+    Viterbi alignment: 16.6%. Val: 33.3%, 16.1%, 26.1% (best heads 36.9%, 15.2%, 20.8%).
+    When alignment emerges (val AER of layer 2 every 250 steps, aer_over_steps.png): 32.7% at step 250
+    (token accuracy 75%), 16.1% at 500, lowest 11.4% at 1000, then 16-17% to the end while the val loss
+    kept falling (the translation does not need sharper alignment). Layer 1 stays at 33-38%.
+    An earlier run without the source EOS (sources ended at "."; /tmp/tp_full, same config otherwise)
+    reached the same exact match but layer 2's AER stayed at 20-27%: words with no better place to look
+    attended to the final "." (218 of its ~800 layer-2 errors); with an EOS to rest on, and the argmax taken
+    over the source words, those links went.
+    python -m seqjax.translate --workdir=/tmp/tp_full2 --text="The big red dog barks." --beam_size=4 --nbest=3
+    (a sentence not in the training set) prints 1. "Le gros chien rouge aboie." (score -0.0000), 2. "Le gros
+    chien rouges aboie." (-7.85), 3. "Le gros chien chasse un lapin rouge." (-7.91), and draws
+    docs/images/translate_big_red_dog_alignment.png (layer 2 crosses red/rouge and dog/chien).
 """
 from seqjax import configs
 
