@@ -24,7 +24,7 @@ import render_lessons  # noqa: E402
 API_PAGES = [
     ("core", "Pure core", ["seqjax.cells", "seqjax.scan", "seqjax.patterns", "seqjax.masks", "seqjax.dropout",
                            "seqjax.losses", "seqjax.attention", "seqjax.positional", "seqjax.decoding",
-                           "seqjax.embedding"]),
+                           "seqjax.embedding", "seqjax.alignment"]),
     ("kernels", "Kernels", ["seqjax.kernels"]),
     ("data", "Data", ["seqjax.data", "seqjax.translation_metrics", "seqjax.translation_baselines"]),
     ("nn", "NNX layers (seqjax.nn)", ["seqjax.nn"]),
@@ -33,7 +33,7 @@ API_PAGES = [
                               "seqjax.metrics_io", "seqjax.configs", "seqjax.task", "seqjax.train",
                               "seqjax.cli", "seqjax.preflight", "seqjax.stopping"]),
     ("tasks", "Tasks", ["seqjax.tasks"]),
-    ("tools", "Tools (sample, viz)", ["seqjax.sample", "seqjax.viz"]),
+    ("tools", "Tools (sample, viz, translate)", ["seqjax.sample", "seqjax.viz", "seqjax.translate"]),
 ]
 
 

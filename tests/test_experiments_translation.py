@@ -21,8 +21,8 @@ def test_translate_pyrealb_smoke_and_cli(tmp_path, capsys):
         assert 0.0 <= final[f"{split}_exact_match"] <= 1.0 and 0.0 <= final[f"{split}_bleu"] <= 100.0
         aer = [final[f"{split}_aer_layer{l}"] for l in range(layers)]
         assert all(0.0 <= a <= 1.0 for a in aer) and final[f"{split}_aer_best_layer"] == min(aer)
-        assert all(final[f"{split}_aer_layer{l}_best_head"] <= final[f"{split}_aer_layer{l}"] + 1e-6
-                   for l in range(layers))
+        heads = [final[f"{split}_aer_layer{l}_best_head"] for l in range(layers)]
+        assert final[f"{split}_aer_best_head"] == min(heads)  # a head may align worse than the average
         assert final[f"{split}_copy_bleu"] < 100.0 and 0.0 <= final[f"{split}_ibm1_aer"] <= 1.0
     rows = [json.loads(line) for line in (tmp_path / "test_sentences.jsonl").read_text().splitlines()]
     assert len(rows) == 8 and {"source", "hypothesis", "reference", "bleu", "chrf"} <= set(rows[0])
@@ -66,5 +66,5 @@ def test_translate_bible_smoke_keeps_its_subword_models(tmp_path):
 
 def test_translate_bible_rnn_smoke(tmp_path):
     final = run("translate_bible_rnn", tmp_path)
-    assert 0.0 <= final["test_bleu"] <= 100.0 and final["beam_size"] == 2
+    assert 0.0 <= final["test_bleu"] <= 100.0 and final["test_bleu"] == final["test_bleu_greedy"]
     assert "test_aer_layer0" not in final
