@@ -6,7 +6,7 @@ import sys
 import pytest
 
 PURE_CORE = ["cells", "scan", "patterns", "masks", "dropout", "losses", "attention", "positional", "decoding",
-             "embedding", "kernels.rnn", "kernels.blockwise", "kernels.attention"]
+             "embedding", "alignment", "kernels.rnn", "kernels.blockwise", "kernels.attention"]
 
 
 @pytest.mark.parametrize("name", PURE_CORE)
