@@ -50,6 +50,16 @@ def test_parser_on_a_tiny_database(db):
     assert kept[2].en == "Saying, God's name, and these things."
 
 
+def test_cleaning_rules():
+    # LSG verse markers go, including the one unclosed "(5:21 " of the database.
+    assert bible.clean_lsg("(5:21 Lorsque quelqu'un péchera,") == "Lorsque quelqu'un péchera,"
+    assert bible.clean_lsg("(63:19b) Oh! si tu   déchirais (dit-il)") == "Oh! si tu déchirais (dit-il)"
+    assert bible.clean_web("a [word] [Take the sum] , b -[c] [d]") == "a, b"
+    assert bible.clean_web("a [word], b -[c].", insertions="keep") == "a word, b-c."
+    with pytest.raises(ValueError, match="insertions"):
+        bible.clean_web("a", insertions="strip")
+
+
 def test_load_errors(db, tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.db"):
         bible.load_pairs(tmp_path / "missing.db")

@@ -1,4 +1,5 @@
 """SentencePiece tokenizer: round trips (accents, punctuation), fixed special ids, determinism, errors."""
+import numpy as np
 import pytest
 
 from seqjax.data.subword import SubwordTokenizer
@@ -29,6 +30,22 @@ def test_special_ids_and_pieces(tok):
     assert [tok.piece_to_id(tok.id_to_piece(i)) for i in range(tok.vocab_size)] == list(range(tok.vocab_size))
     assert "".join(tok.pieces("Le gros chien")).replace("▁", " ").strip() == "Le gros chien"
     assert tok.encode("Le gros chien ✓")[-1] == tok.unk_id  # a character never seen in training
+
+
+def test_batches(tok):
+    texts = ["chien rouge", "Le gros chien rouge aboie."]
+    ids, lengths = tok.encode_batch(texts, add_bos=True, add_eos=True)
+    assert ids.dtype == lengths.dtype == np.int32 and ids.shape == (2, int(lengths.max()))
+    for row, n, text in zip(ids, lengths, texts, strict=True):
+        assert list(row[:n]) == [tok.bos_id, *tok.encode(text), tok.eos_id] and set(row[n:]) <= {tok.pad_id}
+    assert tok.decode_batch(ids) == texts
+    assert tok.decode_batch(ids, lengths - 1) == texts  # cut before EOS
+    cut, cut_lengths = tok.encode_batch(texts, max_len=2)
+    assert cut.shape == (2, 2) and list(cut_lengths) == [min(2, len(tok.encode(t))) for t in texts]
+    with pytest.raises(TypeError, match="single str"):
+        tok.encode_batch("chien")
+    with pytest.raises(ValueError, match=r"\[N, T\]"):
+        tok.decode_batch(np.zeros(3, np.int32))
 
 
 def test_errors(tok, tmp_path):

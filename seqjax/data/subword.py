@@ -3,6 +3,8 @@
     tok = SubwordTokenizer.train(train_texts, workdir / "subword.model", vocab_size=8000)
     ids = tok.encode("Le gros chien rouge aboie.")     # list[int], no BOS/EOS added
     tok.decode(ids)                                    # "Le gros chien rouge aboie."
+    ids, lengths = tok.encode_batch(texts, add_eos=True)   # int32[N, T] right-padded with pad_id, int32[N]
+    tok.decode_batch(ids)                              # each row up to its first EOS
     tok = SubwordTokenizer.load(workdir / "subword.model")   # on resume, in the CLIs
 
 Fixed id convention (the same for every model file this module writes): pad=0, unk=1, bos=2, eos=3, then the
@@ -16,6 +18,11 @@ for characters absent from the training texts.
 
 Training is deterministic: one thread, the full input (no sampling or shuffling), and the model file is
 written byte for byte from the trained model proto. Training reads the given texts only.
+
+Measured on the Bible pairs (``seqjax.data.bible``, by-book split: 58,720 English and French training verses,
+vocab_size=8000, 2-core build machine at load 16): unigram trains in 9 s of CPU (40 s wall), BPE in 1.1 s
+(6 s wall); with either, all 62,204 verse sides (every split) round-trip exactly and no test verse has an
+unknown piece; a test verse is 32.5 / 37.4 pieces (English / French) with unigram, 31.9 / 35.5 with BPE.
 """
 from __future__ import annotations
 
@@ -23,6 +30,10 @@ import io
 import os
 import pathlib
 from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from seqjax.data.tokenize import _pad
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 MODEL_TYPES = ("unigram", "bpe")
@@ -138,6 +149,28 @@ class SubwordTokenizer:
         if bad:
             raise ValueError(f"ids: {bad[:5]} outside [0, {self.vocab_size}) for the model {self.path}")
         return self._sp.decode(ids)
+
+    def encode_batch(self, texts: Sequence[str], *, add_bos: bool = False, add_eos: bool = False,
+                     max_len: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """ids int32[N, T] right-padded with `pad_id`, lengths int32[N] (BOS/EOS counted).
+
+        Rows longer than `max_len` are cut at the end (an EOS added there is cut too).
+        """
+        if isinstance(texts, str):
+            raise TypeError("texts: expected a sequence of strings, got a single str")
+        seqs = [([BOS_ID] if add_bos else []) + self.encode(t) + ([EOS_ID] if add_eos else []) for t in texts]
+        return _pad(seqs, max_len, PAD_ID)
+
+    def decode_batch(self, ids: np.ndarray, lengths: np.ndarray | None = None) -> list[str]:
+        """Text of each row of ids [N, T], up to its length if given, and up to its first EOS."""
+        ids = np.asarray(ids)
+        if ids.ndim != 2:
+            raise ValueError(f"ids: expected [N, T], got shape {ids.shape}")
+        out = []
+        for n, row in enumerate(ids.tolist()):
+            row = row[: int(lengths[n])] if lengths is not None else row
+            out.append(self.decode(row[: row.index(EOS_ID)] if EOS_ID in row else row))
+        return out
 
     def pieces(self, text: str) -> list[str]:
         """The pieces of `text` as strings ("▁" marks a word start), for inspection."""
