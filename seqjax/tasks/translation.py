@@ -35,7 +35,7 @@ import tempfile
 import numpy as np
 
 from seqjax import alignment, losses, masks
-from seqjax.data.tokenize import BOS, EOS, PAD, CharVocab, _pad
+from seqjax.data.tokenize import BOS, EOS, PAD, CharVocab
 from seqjax.task import Figure
 
 CORPORA = ("pyrealb", "bible")
@@ -177,19 +177,19 @@ class TranslationTask:
 
     def _set_tokenizers(self, tokenizers: dict) -> None:
         self.tokenizers = tokenizers
-        eos = tokenizers["en"].eos_id
-        ids = {k: ([[*tokenizers["en"].encode(s), eos] for s in self.sources[k]],
-                   [tokenizers["fr"].encode(r) for r in self.references[k]]) for k in self.pairs}
-        self.S = max(len(x) for src, _ in ids.values() for x in src)
-        self.T = max(len(y) for _, tgt in ids.values() for y in tgt) + 1
-        fr = tokenizers["fr"]
-        self._splits = {}
-        for k, (src, tgt) in ids.items():
-            self._splits[k] = {
-                "src": _pad(src, self.S, fr.pad_id)[0], "src_lengths": _pad(src, self.S, fr.pad_id)[1],
-                "tgt_in": _pad([[fr.bos_id, *y] for y in tgt], self.T, fr.pad_id)[0],
-                "tgt_out": _pad([[*y, fr.eos_id] for y in tgt], self.T, fr.pad_id)[0],
-                "tgt_lengths": np.array([len(y) + 1 for y in tgt], np.int32)}
+        en, fr = tokenizers["en"], tokenizers["fr"]
+        arrays = {k: (en.encode_batch(self.sources[k], add_eos=True),
+                      fr.encode_batch(self.references[k], add_bos=True),
+                      fr.encode_batch(self.references[k], add_eos=True)) for k in self.pairs}
+        self.S = max(int(src[1].max()) for src, _, _ in arrays.values())
+        self.T = max(int(out[1].max()) for _, _, out in arrays.values())
+
+        def widen(ids, width):  # every split padded to the same S / T
+            return np.pad(ids, ((0, 0), (0, width - ids.shape[1])), constant_values=fr.pad_id)
+
+        self._splits = {k: {"src": widen(src[0], self.S), "src_lengths": src[1],
+                            "tgt_in": widen(tgt_in[0], self.T), "tgt_out": widen(tgt_out[0], self.T),
+                            "tgt_lengths": tgt_out[1]} for k, (src, tgt_in, tgt_out) in arrays.items()}
 
     def use_workdir(self, workdir: str) -> None:
         """Bible: save the subword models in `workdir` on a run's first start; load them from there when
