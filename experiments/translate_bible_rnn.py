@@ -10,7 +10,10 @@ Model: `RNNSeq2Seq`: bidirectional GRU encoder (E=128, H=256) with a tanh memory
 the decoder, GRU decoder with Luong "general" attention, dropout 0.2 on the source embeddings and the
 memory; AdamW 2e-3, 200 warmup steps, cosine decay, batches of 64 verses in 4 length buckets.
 
-Result, AS MEASURED: (filled in below after the run)
+Result: NOT MEASURED. Only the smoke variant has run (tests/test_experiments_translation.py): on 2026-12-01
+the 2-core machine was shared by ~6 jobs (load average 10-20) and its time went to the transformer's
+40-minute run; the full variant is untried, so its steps/s and BLEU are unknown.
+    python launch.py --config=experiments/translate_bible_rnn.py --workdir=DIR
 """
 from seqjax import configs
 
