@@ -30,9 +30,9 @@ Result, AS MEASURED (2026-12-01, 2-core CPU shared with ~6 other jobs: load aver
     at steps 100 ... 800; val loss 4.35 at step 500, 3.80 at 800 (token accuracy 24.2%, 30.8%); val BLEU,
     greedy, from the kept checkpoints: 0.04 at step 250 (one word repeated), 0.87 at 500 ("à la maison de
     la maison ..."), 2.83 at 750, 3.58 at 800. What limits it: steps. The outputs still repeat phrases and
-    miss names ("Atha, Zatha, et Zatha" for "Elimelech, Naomi's husband, died"); the G2P transformer of the
-    same width needed 10,000+ steps to converge. The issue's budget of ~2 hours at 2-5 steps/s (an idle
-    machine) is 15,000-35,000 steps.
+    miss names ("Atha, Zatha, et Zatha" for "Elimelech, Naomi's husband, died"), and val loss was still
+    falling fast. The issue's budget of ~2 hours would be ~5,000 steps at the 0.7 steps/s measured here at
+    load 7 (not tried).
 """
 from seqjax import configs
 
