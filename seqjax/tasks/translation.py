@@ -271,11 +271,11 @@ class TranslationTask:
             labels = tokenize(text)
             unknown = [w for w in labels if w not in self.src_vocab.stoi]
             if unknown:
-                raise ValueError(f"--text: words outside the pyrealb vocabulary: {unknown} (known: "
+                raise ValueError(f"text: words outside the pyrealb vocabulary: {unknown} (known: "
                                  f"{len(self.src_vocab) - 3} words such as 'dog', 'big', 'red', 'barks')")
             ids = self.src_vocab.to_ids(labels)
         if not ids or len(ids) >= self.S:
-            raise ValueError(f"--text: expected 1..{self.S - 1} source tokens, got {len(ids)}")
+            raise ValueError(f"text: expected 1..{self.S - 1} source tokens, got {len(ids)}")
         ids = [*ids, self.tokenizers["en"].eos_id if self.tokenizers else self.src_vocab.eos_id]
         return np.array([ids], np.int32), np.array([len(ids)], np.int32), [*labels, EOS]
 
