@@ -24,7 +24,7 @@ import render_lessons  # noqa: E402
 API_PAGES = [
     ("core", "Pure core", ["seqjax.cells", "seqjax.scan", "seqjax.patterns", "seqjax.masks", "seqjax.dropout",
                            "seqjax.losses", "seqjax.attention", "seqjax.positional", "seqjax.decoding",
-                           "seqjax.embedding"]),
+                           "seqjax.embedding", "seqjax.alignment"]),
     ("kernels", "Kernels", ["seqjax.kernels"]),
     ("data", "Data", ["seqjax.data", "seqjax.translation_metrics", "seqjax.translation_baselines"]),
     ("nn", "NNX layers (seqjax.nn)", ["seqjax.nn"]),
@@ -34,8 +34,9 @@ API_PAGES = [
                               "seqjax.train", "seqjax.cli", "seqjax.preflight", "seqjax.stopping",
                               "seqjax.allocator", "seqjax.precision"]),
     ("tasks", "Tasks", ["seqjax.tasks"]),
-    ("tools", "Tools (sample, viz, sweep, slurm)", ["seqjax.sample", "seqjax.viz", "seqjax.sweep",
-                                                    "seqjax.slurm"]),
+    ("tools", "Tools (sample, viz, translate, sweep, slurm)", ["seqjax.sample", "seqjax.viz",
+                                                               "seqjax.translate", "seqjax.sweep",
+                                                               "seqjax.slurm"]),
 ]
 
 

@@ -11,6 +11,10 @@ Optional: a task whose arrays are padded along axis 1 may set `padded_lengths = 
 (e.g. {"src": "src_lengths"}); `config.train.length_buckets > 1` then batches rows of similar length and cuts
 the padding (data/iterators.py). Its `loss` must then accept any width up to the padded one.
 
+Optional: `use_workdir(workdir)`, for what a task trains from its data and a run must keep (a subword
+tokenizer): the trainer calls it before training and `load_run` before rebuilding the model, so the task
+saves it in the workdir on a run's first start and loads it from there on resume and in the CLIs.
+
 Optional: `HEADLINE = (Figure(...), ...)`, a class attribute: the few metrics of `evaluate` that say how the
 run went, each with its unit, which way is better and the baselines it is read against (other metrics of the
 same report). `headline(task, final)` turns it into the lines the trainer prints at the end of a run and the
@@ -147,6 +151,13 @@ def build_task(config) -> Task:
     return task
 
 
+def use_workdir(task: Task, workdir: str) -> None:
+    """Let the task keep its data-derived artifacts in the run's workdir (its optional `use_workdir`)."""
+    hook = getattr(task, "use_workdir", None)
+    if hook is not None:
+        hook(workdir)
+
+
 def build_model(config, task: Task, rngs: nnx.Rngs) -> nnx.Module:
     """The model class named by `config.model_name`, called with `config.model` and the task's data-derived
     arguments. It must not keep `rngs`: randomness comes in through the `key` of each call."""
@@ -205,6 +216,7 @@ def load_run(workdir: str, expected_tasks: tuple[str, ...] | None = None):
         raise ValueError(f"--workdir={workdir!r}: checkpoint from another model: the run trained task "
                          f"{config.task!r}, this tool needs {' or '.join(map(repr, expected_tasks))}")
     task = build_task(config)
+    use_workdir(task, workdir)  # the run's own tokenizers, not retrained ones
     graphdef, params, rest = nnx.split(build_model(config, task, nnx.Rngs(config.seed)), nnx.Param, ...)
     try:
         params = ckpt_lib.load_params(workdir, params)

@@ -26,7 +26,7 @@ from seqjax import checkpoint as ckpt_lib
 from seqjax import metrics_io, optim, parallel, precision, sharding, stopping
 from seqjax import workdir as workdir_lib
 from seqjax.data.iterators import ArrayIterator, check_split_lengths
-from seqjax.task import Task, build_model, build_task, headline, result_block
+from seqjax.task import Task, build_model, build_task, headline, result_block, use_workdir
 
 # Losses stay on the device until a log line or a save needs them: reading each one at once would make every
 # step wait for the previous one. This bounds how many wait.
@@ -304,6 +304,7 @@ def _run(config, workdir: str, experiment: str, changed: list[str], task: Task |
     t = config.train
 
     task = task if task is not None else build_task(config)  # launch.py passes the one it checked
+    use_workdir(task, workdir)
     log("loading data ...")
     splits = task.data()
     if "train" not in splits:

@@ -2,6 +2,7 @@
 ViT attention rollout.
 
     python -m seqjax.viz --workdir=DIR --input="the big red dog" --out=DIR     # sentiment / char LM / G2P run
+    python -m seqjax.viz --workdir=DIR --input="The big red dog barks." --out=DIR  # translation run
     python -m seqjax.viz --workdir=DIR --index=0 --out=DIR                    # ViT run: test image 0
     python -m seqjax.viz --workdir=DIR --image=img.npy --out=DIR              # ViT run: your own image
 
@@ -12,6 +13,10 @@ What is drawn depends on the run's task (read from DIR/config.json; the model is
 - g2p (transformer): the word is decoded greedily, then ``cross_attention.png`` shows, per layer and head,
   which letters each output phoneme attended to (rows: phonemes, columns: letters), and
   ``decoder_self_attention.png`` the phonemes' causal self-attention;
+- translation (transformer): the sentence is translated (greedy), then ``alignment.png`` shows each decoder
+  layer's head-averaged cross-attention with each target word's hard alignment (the source word, not the
+  source's EOS, it attends to most: seqjax.alignment) boxed, and ``cross_attention.png`` every layer and
+  head (``python -m seqjax.translate`` draws the same for its best beam);
 - image_classification (ViT): ``rollout.png``, the image beside its attention rollout (Abnar & Zuidema 2020):
   the product over layers of the head-averaged attention plus identity, rows renormalised, read off at the
   class token's row over the patches and upsampled to the image.
@@ -29,7 +34,7 @@ if __name__ == "__main__":  # before JAX loads: glibc reads malloc tunables at s
 import numpy as np  # noqa: E402
 from absl import flags
 
-from seqjax import cli
+from seqjax import alignment, cli
 
 
 def _pyplot():
@@ -103,6 +108,40 @@ def plot_attention_grid(weights: np.ndarray, row_labels: list[str], col_labels: 
     return path
 
 
+def plot_alignment(weights: np.ndarray, row_labels: list[str], col_labels: list[str], path: str,
+                   title: str = "", links: list[set[tuple[int, int]]] | None = None,
+                   gold: set[tuple[int, int]] | None = None) -> str:
+    """One panel per layer of head-averaged cross-attention weights [L, T, S] (target rows, source columns),
+    each layer's hard alignment links (source s, target t) boxed in red (None: each row's argmax); `gold`
+    links marked by dots."""
+    w = np.asarray(weights, dtype=np.float32)
+    if w.ndim != 3:
+        raise ValueError(f"weights: expected [L, T, S], got shape {w.shape}")
+    L, T, S = w.shape
+    if len(row_labels) != T or len(col_labels) != S:
+        raise ValueError(f"labels: expected {T} row and {S} column labels for weights [L, T, S] = {w.shape}, "
+                         f"got {len(row_labels)} and {len(col_labels)}")
+    plt = _pyplot()
+    cell = max(2.6, 0.36 * max(T, S))
+    fig, axes = plt.subplots(1, L, figsize=(cell * L + 1.5, cell + 1.0), squeeze=False, layout="constrained")
+    for l in range(L):
+        ax = axes[0][l]
+        im = ax.imshow(w[l], cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")
+        chosen = links[l] if links is not None else set(zip(np.argmax(w[l], axis=1), range(T), strict=True))
+        for s, t in sorted(chosen):
+            ax.add_patch(plt.Rectangle((s - 0.5, t - 0.5), 1, 1, fill=False, edgecolor="red", lw=1.8))
+        for s, t in sorted(gold or ()):
+            ax.plot(s, t, "o", color="tab:blue", ms=4)
+        ax.set_xticks(range(S), col_labels, rotation=90, fontsize=8)
+        ax.set_yticks(range(T), row_labels if l == 0 else [""] * T, fontsize=8)
+        ax.set_title(f"layer {l + 1} (heads averaged)", fontsize=9)
+    fig.colorbar(im, ax=axes, shrink=0.6)
+    fig.suptitle(title + ("\nred box: argmax (hard alignment)" + ("; blue dot: gold link" if gold else "")))
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
 def plot_rollout(image: np.ndarray, heat: np.ndarray, path: str, title: str = "") -> str:
     """The image [H, W] beside its rollout map [h, w] (nearest-upsampled to H x W) and their overlay."""
     image = np.asarray(image, dtype=np.float32)
@@ -136,7 +175,7 @@ def plot_rollout(image: np.ndarray, heat: np.ndarray, path: str, title: str = ""
 # Per-task rendering from a trained run
 # ---------------------------------------------------------------------------------------------------------
 
-TASKS = ("sentiment", "char_lm", "g2p", "image_classification")
+TASKS = ("sentiment", "char_lm", "g2p", "translation", "image_classification")
 
 
 def _show_char(c: str) -> str:
@@ -203,6 +242,31 @@ def render_g2p(task, model, word: str, out: str) -> list[str]:
     return paths
 
 
+def render_translation(task, model, text: str, out: str, target_ids=None) -> list[str]:
+    """Translate `text` (greedy, unless `target_ids` gives the output, BOS dropped), then draw the
+    cross-attention of the teacher-forced pass over that output: alignment.png and cross_attention.png."""
+    if not hasattr(model, "project_memory"):
+        raise ValueError("--workdir: this translation run trained a recurrent model; attention maps need "
+                         "a transformer (model_name 'encoder_decoder')")
+    src, src_lengths, src_labels = task.encode_source(text)
+    if target_ids is None:
+        target_ids = np.asarray(model.translate(src, src_lengths, task.T))[0]
+    hyp, tgt_labels = task.decode_target(target_ids)
+    ids = np.asarray(target_ids)[: len(tgt_labels)]
+    tgt_in = np.array([[model.bos_id, *ids]], np.int32)  # [1, n + 1]
+    _, w = model(src, src_lengths, tgt_in, return_attention=True)
+    cross = np.asarray(w["cross"])[:, 0]  # [L, N, n + 1, S]
+    rows = [*tgt_labels, "<eos>"]
+    # Each output word's link: the source word (not the source's EOS) it attends to most.
+    n, words = len(tgt_labels), [*range(len(src_labels) - 1), -1]
+    links = [alignment.hard_alignment(a[:n], src_words=words) for a in cross.mean(axis=1)]
+    paths = [os.path.join(out, "alignment.png"), os.path.join(out, "cross_attention.png")]
+    plot_alignment(cross.mean(axis=1), rows, src_labels, paths[0], title=f"{text} -> {hyp}", links=links)
+    plot_attention_grid(cross, rows, src_labels, paths[1], title=f"{text} -> {hyp}: cross-attention",
+                        row_name="output token", col_name="source token")
+    return paths
+
+
 def load_image(path: str, shape: tuple[int, int]) -> np.ndarray:
     """Image [H, W] with pixel values 0..255 from a .npy (stored as 0..255) or an image file (PNG read by
     matplotlib as 0..1 and rescaled); colour is averaged to grey; its size must be `shape`."""
@@ -265,6 +329,8 @@ def render(workdir: str, out: str, text: str | None = None, index: int | None = 
         return render_sentiment(task, model, text, out, int(config.data.max_len))
     if config.task == "char_lm":
         return render_char_lm(task, model, text, out)
+    if config.task == "translation":
+        return render_translation(task, model, text, out)
     return render_g2p(task, model, text, out)
 
 
@@ -272,7 +338,8 @@ PROG = "python -m seqjax.viz"
 FLAGS = cli.new_flags()
 flags.DEFINE_string("workdir", None, "A training run's workdir.", flag_values=FLAGS)
 flags.DEFINE_string("out", None, "Folder for the PNGs.", flag_values=FLAGS)
-flags.DEFINE_string("input", None, "Text (sentiment, char_lm) or a word (g2p).", flag_values=FLAGS)
+flags.DEFINE_string("input", None, "Text (sentiment, char_lm, translation) or a word (g2p).",
+                    flag_values=FLAGS)
 flags.DEFINE_integer("index", None, "ViT: index of a test image.", flag_values=FLAGS)
 flags.DEFINE_string("image", None, "ViT: an image file (.npy with 0..255 pixels, or .png) of the model's "
                     "input size.", flag_values=FLAGS)

@@ -6,7 +6,8 @@ import sys
 import pytest
 
 PURE_CORE = ["cells", "scan", "patterns", "masks", "dropout", "corruption", "losses", "attention",
-             "positional", "decoding", "embedding", "kernels.rnn", "kernels.blockwise", "kernels.attention"]
+             "positional", "decoding", "embedding", "alignment", "kernels.rnn", "kernels.blockwise",
+             "kernels.attention"]
 
 
 @pytest.mark.parametrize("name", PURE_CORE)

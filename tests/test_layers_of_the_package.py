@@ -17,7 +17,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "seqjax"
 LAYERS = [
     ("pure core", ["seqjax.cells", "seqjax.scan", "seqjax.patterns", "seqjax.masks", "seqjax.dropout",
                    "seqjax.losses", "seqjax.attention", "seqjax.positional", "seqjax.decoding",
-                   "seqjax.embedding", "seqjax.corruption", "seqjax.kernels"]),
+                   "seqjax.embedding", "seqjax.corruption", "seqjax.kernels", "seqjax.alignment"]),
     ("data", ["seqjax.data", "seqjax.translation_metrics", "seqjax.translation_baselines"]),
     ("nn", ["seqjax.nn"]),
     ("models", ["seqjax.models"]),
@@ -25,7 +25,7 @@ LAYERS = [
                   "seqjax.metrics_io", "seqjax.configs", "seqjax.task", "seqjax.tasks", "seqjax.train",
                   "seqjax.cli", "seqjax.preflight", "seqjax.stopping", "seqjax.allocator",
                   "seqjax.precision"]),
-    ("tools", ["seqjax.sample", "seqjax.viz", "seqjax.sweep", "seqjax.slurm"]),
+    ("tools", ["seqjax.sample", "seqjax.viz", "seqjax.translate", "seqjax.sweep", "seqjax.slurm"]),
 ]
 # Lower layers that a layer may NOT import although they are lower: data loaders are plain NumPy.
 FORBIDDEN = {"data": {"pure core", "nn", "models"}}

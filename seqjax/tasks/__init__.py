@@ -13,6 +13,7 @@ TASKS = {
     "patterns": "seqjax.tasks.patterns:PatternsTask",
     "masked_lm": "seqjax.tasks.mlm:MaskedLMTask",
     "sentiment": "seqjax.tasks.sentiment:SentimentTask",
+    "translation": "seqjax.tasks.translation:TranslationTask",
 }
 
 
