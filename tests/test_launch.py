@@ -94,7 +94,8 @@ def test_list_prints_each_experiment_with_its_first_docstring_line_and_variants(
                    if f.endswith(".py") and not f.startswith("_"))
     assert sorted(lines) == names
     assert "Toy regression smoke test of the training engine" in lines["toy_smoke"]
-    text = out.stdout.split("toy_smoke ", 1)[1].split("\nvit ", 1)[0].splitlines()
+    after = sorted(lines)[sorted(lines).index("toy_smoke") + 1]  # the next experiment's line ends the block
+    text = out.stdout.split("toy_smoke ", 1)[1].split(f"\n{after} ", 1)[0].splitlines()
     assert [line.split()[0] for line in text[1:]] == [":full", ":smoke"]
     assert text[2].endswith("8 steps, an evaluation and a checkpoint every 4")
 

@@ -137,4 +137,7 @@ def test_killed_process_ends_its_peer_within_a_bounded_time(tmp_path):
             if p.poll() is None:
                 p.kill()
     assert procs[0].returncode not in (0, None), out[-3000:]
-    assert "another task died" in out, out[-3000:]
+    # Either jax's coordination service notices the missing heartbeats ("another task died"), or, when the
+    # kill lands inside a cross-process collective, gloo aborts on the torn message first (seen in CI:
+    # "Received data size doesn't match expected size"); both end the survivor within the bound.
+    assert "another task died" in out or "gloo::EnforceNotMet" in out, out[-3000:]
