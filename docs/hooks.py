@@ -24,7 +24,7 @@ import render_lessons  # noqa: E402
 API_PAGES = [
     ("core", "Pure core", ["seqjax.cells", "seqjax.scan", "seqjax.patterns", "seqjax.masks", "seqjax.dropout",
                            "seqjax.losses", "seqjax.attention", "seqjax.positional", "seqjax.decoding",
-                           "seqjax.embedding", "seqjax.alignment"]),
+                           "seqjax.embedding", "seqjax.corruption", "seqjax.alignment"]),
     ("kernels", "Kernels", ["seqjax.kernels"]),
     ("data", "Data", ["seqjax.data", "seqjax.translation_metrics", "seqjax.translation_baselines"]),
     ("nn", "NNX layers (seqjax.nn)", ["seqjax.nn"]),

@@ -41,7 +41,7 @@ VENDOR_IMPLEMENTATIONS = ("cudnn", "splash")  # GPU / TPU only (kernels.vendor)
 def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None,
                           bias: jax.Array | None = None, *, causal: bool = False, dropout_rate: float = 0.0,
                           key: jax.Array | None = None, return_weights: bool = False,
-                          implementation: str | None = None, compute_dtype=None):
+                          implementation: str | None = None, compute_dtype: jnp.dtype | type | None = None):
     """softmax(q k^T / sqrt(K) + bias, masked) v.
 
     Args:

@@ -18,7 +18,7 @@ MISSING = "missing"  # the status of a point without summary.json: not run yet, 
 
 
 def get_field(config, key: str):
-    """config['a']['b'] for key 'a.b'; UsageError naming the key when it is not a field of `config`."""
+    """`config['a']['b']` for key 'a.b'; UsageError naming the key when it is not a field of `config`."""
     node = config
     for part in key.split("."):
         if not hasattr(node, "keys") or part not in node.keys():

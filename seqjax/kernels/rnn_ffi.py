@@ -82,14 +82,14 @@ def gru_bwd(acts, h_before, dy_t, dhw, dh_pass, keep_t, rmask):
 
 
 def gru_orig_rz(xp_t, a_rz, b_h, hh):
-    """Original GRU, first half: xp_t [B, 3H], a_rz = hh @ W_h[:, :2H] [B, 2H], b_h [3H], hh [B, H] (the
+    """Original GRU, first half: xp_t [B, 3H], a_rz = `hh @ W_h[:, :2H]` [B, 2H], b_h [3H], hh [B, H] (the
     dropped h) -> rz [B, 2H] = sigmoid gates r, z, and rh = r * hh [B, H] for the candidate's matmul."""
     B, H = hh.shape
     return _call("seqjax_gru_orig_rz", [(B, 2 * H), (B, H)], xp_t, a_rz, b_h, hh)
 
 
 def gru_orig_n(xp_t, a_n, b_h, rz, h, keep_t):
-    """Second half: a_n = rh @ W_h[:, 2H:] [B, H] -> h_new [B, H], n [B, H] (the candidate)."""
+    """Second half: a_n = `rh @ W_h[:, 2H:]` [B, H] -> h_new [B, H], n [B, H] (the candidate)."""
     B, H = h.shape
     return _call("seqjax_gru_orig_n", [(B, H), (B, H)], xp_t, a_n, b_h, rz, h, keep_t)
 
