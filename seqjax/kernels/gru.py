@@ -144,24 +144,47 @@ def _gru_backward(res: _GRUResiduals, d_ys, d_h_T, reverse, unroll, chunks=1, na
     return GRUParams(w_x=dw_x, w_h=dw_h, b_x=db_x, b_h=db_h), dxs, d_h0
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8, 9))
-def _gru(params, xs, keep, rmask, h0, reverse, forward_unroll, backward_unroll, chunks, native):
-    ys, h_T, _ = _gru_forward(params, xs, keep, rmask, h0, reverse, forward_unroll, native)
-    return ys, h_T
+def custom_vjp_gru(forward, backward):
+    """The custom-VJP core of a fused GRU from its `forward` (-> ys, h_T, residuals) and `backward`
+    (-> d_params, dxs, d_h0); both GRU variants are built by it."""
+
+    @partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8, 9))
+    def core(params, xs, keep, rmask, h0, reverse, forward_unroll, backward_unroll, chunks, native):
+        ys, h_T, _ = forward(params, xs, keep, rmask, h0, reverse, forward_unroll, native)
+        return ys, h_T
+
+    def core_fwd(params, xs, keep, rmask, h0, reverse, forward_unroll, backward_unroll, chunks, native):
+        ys, h_T, residuals = forward(params, xs, keep, rmask, h0, reverse, forward_unroll, native)
+        return (ys, h_T), residuals
+
+    def core_bwd(reverse, forward_unroll, backward_unroll, chunks, native, residuals, cotangents):
+        d_ys, d_h_T = cotangents
+        d_params, dxs, d_h0 = backward(residuals, d_ys, d_h_T, reverse, backward_unroll, chunks, native)
+        return d_params, dxs, None, None, d_h0
+
+    core.defvjp(core_fwd, core_bwd)
+    return core
 
 
-def _gru_fwd(params, xs, keep, rmask, h0, reverse, forward_unroll, backward_unroll, chunks, native):
-    ys, h_T, residuals = _gru_forward(params, xs, keep, rmask, h0, reverse, forward_unroll, native)
-    return (ys, h_T), residuals
+def run_gru(core, cell: Cell, name: str, params: GRUParams, xs: jax.Array, *, lengths, mask,
+            initial_state: HiddenState | None, reverse: bool, recurrent_dropout: float, key: jax.Array | None,
+            unroll: int | None, backward_unroll: int | None, backward_chunks: int | None,
+            native: bool) -> tuple[jax.Array, HiddenState]:
+    """The checks, masks and defaults around a `custom_vjp_gru` core; the body of both GRU layers."""
+    B, H = cell.check_inputs(params, xs, initial_state)
+    dtype = params.w_h.dtype
+    if native:
+        rnn_ffi.check(name, *params, xs, *(initial_state or ()))
+    keep, rmask = prepare(xs, lengths, mask, recurrent_dropout, key, B, H, dtype)
+    if initial_state is None:
+        initial_state = HiddenState(jnp.zeros((B, H), dtype))
+    ys, h_T = core(params, xs, keep, rmask, initial_state.h.astype(dtype), reverse,
+                   unroll or FORWARD_UNROLL, backward_unroll or BACKWARD_UNROLL,
+                   backward_chunks or BACKWARD_CHUNKS, bool(native))
+    return ys, HiddenState(h_T.astype(initial_state.h.dtype))
 
 
-def _gru_bwd(reverse, forward_unroll, backward_unroll, chunks, native, residuals, cotangents):
-    d_ys, d_h_T = cotangents
-    d_params, dxs, d_h0 = _gru_backward(residuals, d_ys, d_h_T, reverse, backward_unroll, chunks, native)
-    return d_params, dxs, None, None, d_h0
-
-
-_gru.defvjp(_gru_fwd, _gru_bwd)
+_gru = custom_vjp_gru(_gru_forward, _gru_backward)
 
 
 def gru_layer(params: GRUParams, xs: jax.Array, *, lengths=None, mask=None,
@@ -174,14 +197,7 @@ def gru_layer(params: GRUParams, xs: jax.Array, *, lengths=None, mask=None,
     `lstm_layer` (also for `native`). The "original" (Cho et al.) variant is
     `gru_original.gru_original_layer`.
     """
-    B, H = _GRU_CELL.check_inputs(params, xs, initial_state)
-    dtype = params.w_h.dtype
-    if native:
-        rnn_ffi.check("gru_layer", *params, xs, *(initial_state or ()))
-    keep, rmask = prepare(xs, lengths, mask, recurrent_dropout, key, B, H, dtype)
-    if initial_state is None:
-        initial_state = HiddenState(jnp.zeros((B, H), dtype))
-    ys, h_T = _gru(params, xs, keep, rmask, initial_state.h.astype(dtype), reverse,
-                   unroll or FORWARD_UNROLL, backward_unroll or BACKWARD_UNROLL,
-                   backward_chunks or BACKWARD_CHUNKS, bool(native))
-    return ys, HiddenState(h_T.astype(initial_state.h.dtype))
+    return run_gru(_gru, _GRU_CELL, "gru_layer", params, xs, lengths=lengths, mask=mask,
+                   initial_state=initial_state, reverse=reverse, recurrent_dropout=recurrent_dropout, key=key,
+                   unroll=unroll, backward_unroll=backward_unroll, backward_chunks=backward_chunks,
+                   native=native)

@@ -6,7 +6,6 @@ step has two dependent matmuls, hh @ W_h[:, :2H] and then (r * hh) @ W_h[:, 2H:]
 """
 from __future__ import annotations
 
-from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -14,15 +13,12 @@ import jax.numpy as jnp
 
 from seqjax.cells import Cell, GRUParams, HiddenState
 from seqjax.kernels import rnn_ffi
+from seqjax.kernels.gru import custom_vjp_gru, run_gru
 from seqjax.kernels.rnn_common import (
-    BACKWARD_CHUNKS,
-    BACKWARD_UNROLL,
-    FORWARD_UNROLL,
     backward_scan,
     dropped,
     input_gradients,
     input_projection,
-    prepare,
     previous,
     time_major,
 )
@@ -155,24 +151,7 @@ def _backward(res: _Residuals, d_ys, d_h_T, reverse, unroll, chunks, native):
     return GRUParams(w_x=dw_x, w_h=dw_h, b_x=db_x, b_h=db_h), dxs, d_h0
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8, 9))
-def _gru(params, xs, keep, rmask, h0, reverse, forward_unroll, backward_unroll, chunks, native):
-    ys, h_T, _ = _forward(params, xs, keep, rmask, h0, reverse, forward_unroll, native)
-    return ys, h_T
-
-
-def _gru_fwd(params, xs, keep, rmask, h0, reverse, forward_unroll, backward_unroll, chunks, native):
-    ys, h_T, residuals = _forward(params, xs, keep, rmask, h0, reverse, forward_unroll, native)
-    return (ys, h_T), residuals
-
-
-def _gru_bwd(reverse, forward_unroll, backward_unroll, chunks, native, residuals, cotangents):
-    d_ys, d_h_T = cotangents
-    d_params, dxs, d_h0 = _backward(residuals, d_ys, d_h_T, reverse, backward_unroll, chunks, native)
-    return d_params, dxs, None, None, d_h0
-
-
-_gru.defvjp(_gru_fwd, _gru_bwd)
+_gru = custom_vjp_gru(_forward, _backward)
 
 
 def gru_original_layer(params: GRUParams, xs: jax.Array, *, lengths=None, mask=None,
@@ -186,14 +165,7 @@ def gru_original_layer(params: GRUParams, xs: jax.Array, *, lengths=None, mask=N
     Same results as `scan.unroll(Cell("gru", variant="original"), params, xs, ...)` with the same keyword
     arguments; see `lstm.lstm_layer` (also for `native`).
     """
-    B, H = _GRU_CELL.check_inputs(params, xs, initial_state)
-    dtype = params.w_h.dtype
-    if native:
-        rnn_ffi.check("gru_original_layer", *params, xs, *(initial_state or ()))
-    keep, rmask = prepare(xs, lengths, mask, recurrent_dropout, key, B, H, dtype)
-    if initial_state is None:
-        initial_state = HiddenState(jnp.zeros((B, H), dtype))
-    ys, h_T = _gru(params, xs, keep, rmask, initial_state.h.astype(dtype), reverse,
-                   unroll or FORWARD_UNROLL, backward_unroll or BACKWARD_UNROLL,
-                   backward_chunks or BACKWARD_CHUNKS, bool(native))
-    return ys, HiddenState(h_T.astype(initial_state.h.dtype))
+    return run_gru(_gru, _GRU_CELL, "gru_original_layer", params, xs, lengths=lengths, mask=mask,
+                   initial_state=initial_state, reverse=reverse, recurrent_dropout=recurrent_dropout, key=key,
+                   unroll=unroll, backward_unroll=backward_unroll, backward_chunks=backward_chunks,
+                   native=native)
